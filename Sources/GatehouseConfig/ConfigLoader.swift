@@ -1,0 +1,220 @@
+import Foundation
+import Yams
+
+/// Reads and validates a configuration file. Reports every problem with its line, never stops at
+/// the first, and never echoes a value that might be a secret.
+public enum ConfigLoader {
+    /// Config files are small; anything larger is a mistake (or an attack on the parser).
+    public static let maximumFileBytes = 1024 * 1024
+
+    public static func load(
+        path: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> GatehouseConfig {
+        let data: Data
+        do {
+            let attributes = try FileManager.default.attributesOfItem(atPath: path)
+            if let size = attributes[.size] as? Int, size > maximumFileBytes {
+                throw ConfigError(problems: [ConfigProblem(file: path, line: 1, message: "configuration is larger than \(maximumFileBytes) bytes")])
+            }
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch let error as ConfigError {
+            throw error
+        } catch {
+            throw ConfigError(problems: [ConfigProblem(file: path, line: 1, message: "cannot read configuration file")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(problems: [ConfigProblem(file: path, line: 1, message: "configuration is not UTF-8 text")])
+        }
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        return try parse(yaml: text, file: path, baseDirectory: directory, environment: environment)
+    }
+
+    public static func parse(
+        yaml: String,
+        file: String,
+        baseDirectory: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> GatehouseConfig {
+        let reader = ConfigReader(file: file, environment: environment)
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: yaml) else {
+                throw ConfigError(problems: [ConfigProblem(file: file, line: 1, message: "configuration is empty")])
+            }
+            root = node
+        } catch let error as ConfigError {
+            throw error
+        } catch {
+            throw ConfigError(problems: [syntaxProblem(error, file: file)])
+        }
+        let config = build(root, reader: reader, baseDirectory: baseDirectory)
+        guard reader.problems.isEmpty, let config else {
+            throw ConfigError(problems: reader.problems.sorted { $0.line < $1.line })
+        }
+        return config
+    }
+
+    private static func syntaxProblem(_ error: Error, file: String) -> ConfigProblem {
+        if let yamlError = error as? YamlError {
+            switch yamlError {
+            case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+                return ConfigProblem(file: file, line: mark.line, message: "YAML syntax error: \(problem)")
+            default:
+                break
+            }
+        }
+        return ConfigProblem(file: file, line: 1, message: "YAML syntax error")
+    }
+
+    private static func build(_ root: Node, reader: ConfigReader, baseDirectory: String) -> GatehouseConfig? {
+        guard let top = ConfigSection(root, path: "", reader: reader) else { return nil }
+        func resolve(_ path: String) -> String {
+            path.hasPrefix("/") ? path : URL(fileURLWithPath: baseDirectory).appendingPathComponent(path).standardizedFileURL.path
+        }
+
+        let dev = top.bool("dev") ?? false
+
+        let gatewaySection = top.section("gateway")
+        let node = gatewaySection?.string("node") ?? ProcessInfo.processInfo.hostName
+        let stateDirectory = resolve(gatewaySection?.string("state_dir") ?? "var")
+        gatewaySection?.finish()
+        func statePath(_ value: String?, default name: String) -> String {
+            value.map(resolve) ?? URL(fileURLWithPath: stateDirectory).appendingPathComponent(name).path
+        }
+
+        let adminSection = top.section("admin")
+        let adminListen = adminSection?.listenAddress("listen", default: "127.0.0.1:9090") ?? ListenAddress(host: "127.0.0.1", port: 9090)
+        adminSection?.finish()
+        if dev && !adminListen.isLoopback {
+            reader.report(line: adminSection?.lineOf("listen") ?? top.lineOf("dev"),
+                          "dev: true is allowed only when every listener is on loopback; admin.listen is \(adminListen)")
+        }
+
+        let identity = buildIdentity(top.section("identity"), reader: reader, statePath: statePath)
+        let audit = buildAudit(top.section("audit"), statePath: statePath)
+        let connections = buildConnections(top, reader: reader)
+        top.finish()
+
+        return GatehouseConfig(
+            sourcePath: reader.file,
+            dev: dev,
+            gateway: .init(node: node, stateDirectory: stateDirectory),
+            admin: .init(listen: adminListen),
+            identity: identity,
+            audit: audit,
+            connections: connections
+        )
+    }
+
+    private static func buildIdentity(
+        _ section: ConfigSection?,
+        reader: ConfigReader,
+        statePath: (String?, String) -> String
+    ) -> GatehouseConfig.Identity {
+        var issuers: [GatehouseConfig.Issuer] = []
+        var seenNames: [String: Int] = [:]
+        for (path, node) in section?.sequence("issuers") ?? [] {
+            guard let entry = ConfigSection(node, path: path, reader: reader) else { continue }
+            let name = entry.string("name", required: true)
+            let issuerURL = entry.url("issuer", required: true)
+            if let issuerURL, issuerURL.scheme?.lowercased() == "http",
+               let host = issuerURL.host, !(ListenAddress(host: host, port: 0).isLoopback) {
+                reader.report(line: entry.lineOf("issuer"), "\(path).issuer must use https (plain http is allowed only on loopback)")
+            }
+            let discovery = entry.url("discovery_url")
+            let audiences = entry.strings("audiences") ?? []
+            if audiences.isEmpty {
+                reader.report(line: entry.line, "\(path) needs 'audiences': the aud values a token must carry for this gateway")
+            }
+            let issuer = GatehouseConfig.Issuer(
+                name: name ?? "",
+                issuer: issuerURL?.absoluteString ?? "",
+                discoveryURL: discovery?.absoluteString,
+                audiences: audiences,
+                groupsClaim: entry.string("groups_claim") ?? "groups",
+                emailClaim: entry.string("email_claim") ?? "email",
+                clientIDClaims: entry.strings("client_id_claims") ?? ["azp", "client_id"],
+                agents: entry.stringMap("agents") ?? [:]
+            )
+            entry.finish()
+            if let name {
+                if let first = seenNames[name] {
+                    reader.report(line: entry.lineOf("name"), "issuer name '\(name)' is already used on line \(first)")
+                } else {
+                    seenNames[name] = entry.lineOf("name")
+                }
+            }
+            issuers.append(issuer)
+        }
+        let identity = GatehouseConfig.Identity(
+            clockSkewSeconds: section?.int("clock_skew_seconds", in: 0...300) ?? 60,
+            jwksRefreshSeconds: section?.int("jwks_refresh_seconds", in: 10...86_400) ?? 300,
+            jwksMinRefetchSeconds: section?.int("jwks_min_refetch_seconds", in: 0...3600) ?? 30,
+            issuers: issuers,
+            apiKeysPath: statePath(section?.string("api_keys"), "api-keys.sqlite"),
+            devKeyPath: statePath(section?.string("dev_key"), "dev-issuer.key")
+        )
+        section?.finish()
+        return identity
+    }
+
+    private static func buildAudit(_ section: ConfigSection?, statePath: (String?, String) -> String) -> GatehouseConfig.Audit {
+        let durability: GatehouseConfig.Audit.Durability
+        switch section?.string("durability") {
+        case nil, "normal": durability = .normal
+        case "fsync": durability = .fsync
+        default:
+            section?.reader.report(line: section?.lineOf("durability") ?? 1, "audit.durability must be normal or fsync")
+            durability = .normal
+        }
+        let audit = GatehouseConfig.Audit(
+            path: statePath(section?.string("path"), "audit.sqlite"),
+            signingKeyPath: statePath(section?.string("signing_key"), "audit-signing.key"),
+            durability: durability,
+            checkpointEvery: section?.int("checkpoint_every", in: 1...1_000_000) ?? 1000,
+            maxBatch: section?.int("max_batch", in: 1...10_000) ?? 512,
+            maxPayloadBytes: section?.int("max_payload_bytes", in: 0...(4 * 1024 * 1024)) ?? 64 * 1024
+        )
+        section?.finish()
+        return audit
+    }
+
+    private static func buildConnections(_ top: ConfigSection, reader: ConfigReader) -> [GatehouseConfig.Connection] {
+        var connections: [GatehouseConfig.Connection] = []
+        var seen: [String: Int] = [:]
+        for (path, node) in top.sequence("connections") ?? [] {
+            guard let entry = ConfigSection(node, path: path, reader: reader) else { continue }
+            let name = entry.string("name", required: true)
+            if let name, !name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) {
+                reader.report(line: entry.lineOf("name"), "\(path).name may contain only letters, digits, '-' and '_'")
+            }
+            let kind = entry.choice("type", as: GatehouseConfig.Connection.Kind.self, required: true)
+            let schemes: Set<String> = switch kind {
+            case .postgres: ["postgres", "postgresql"]
+            case .http: ["http", "https"]
+            case nil: ["postgres", "postgresql", "http", "https"]
+            }
+            let upstream = entry.url("upstream", required: true, schemes: schemes)
+            if let upstream, upstream.password != nil {
+                reader.report(line: entry.lineOf("upstream"), "\(path).upstream must not contain a password; use 'password: env:NAME'")
+            }
+            let username = entry.string("username")
+            let password = entry.secret("password")
+            let description = entry.string("description")
+            entry.finish()
+            if let name {
+                if let first = seen[name] {
+                    reader.report(line: entry.lineOf("name"), "connection name '\(name)' is already used on line \(first)")
+                } else {
+                    seen[name] = entry.lineOf("name")
+                }
+            }
+            if let name, let kind, let upstream {
+                connections.append(.init(name: name, kind: kind, upstream: upstream, username: username,
+                                         password: password, description: description, line: entry.line))
+            }
+        }
+        return connections
+    }
+}

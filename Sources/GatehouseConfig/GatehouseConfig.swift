@@ -1,0 +1,128 @@
+import Foundation
+
+/// The whole gateway configuration, validated. Produced only by `ConfigLoader`, so every value here
+/// has been checked and every relative path resolved against the config file's directory.
+public struct GatehouseConfig: Sendable {
+    /// The file it was loaded from, for messages.
+    public var sourcePath: String
+    /// Enables the built-in development issuer. Refused unless every listener is on loopback.
+    public var dev: Bool
+    public var gateway: Gateway
+    public var admin: Admin
+    public var identity: Identity
+    public var audit: Audit
+    public var connections: [Connection]
+
+    public struct Gateway: Sendable {
+        /// Recorded in every audit event, so events from several replicas can be told apart.
+        public var node: String
+        /// Directory for state the gateway creates itself (keys, stores) unless a path says otherwise.
+        public var stateDirectory: String
+    }
+
+    public struct Admin: Sendable {
+        public var listen: ListenAddress
+    }
+
+    public struct Identity: Sendable {
+        public var clockSkewSeconds: Int
+        public var jwksRefreshSeconds: Int
+        /// Lower bound between two fetches of one issuer's keys triggered by unknown `kid`s, so a
+        /// stream of forged tokens cannot turn the gateway into a load generator against the IdP.
+        public var jwksMinRefetchSeconds: Int
+        public var issuers: [Issuer]
+        /// SQLite file holding the service-account keys (salted hashes only).
+        public var apiKeysPath: String
+        /// Private key of the development issuer (created on first use).
+        public var devKeyPath: String
+        /// Audience the development issuer puts in its tokens and the gateway expects back.
+        public static let devAudience = "gatehouse"
+    }
+
+    public struct Issuer: Sendable {
+        public var name: String
+        /// Exact `iss` value; discovery is fetched from `<issuer>/.well-known/openid-configuration`.
+        public var issuer: String
+        /// Overrides the discovery document location for providers that publish it elsewhere.
+        public var discoveryURL: String?
+        /// A token must name at least one of these in `aud`.
+        public var audiences: [String]
+        public var groupsClaim: String
+        public var emailClaim: String
+        /// Claims naming the OAuth client, checked in order, for the client-id → agent mapping.
+        public var clientIDClaims: [String]
+        /// OAuth client id → agent name, for agents whose tokens carry no `act` claim.
+        public var agents: [String: String]
+    }
+
+    public struct Audit: Sendable {
+        public enum Durability: String, Sendable {
+            /// Survives a crash of the gateway process (SQLite WAL commit).
+            case normal
+            /// Also survives power loss (fsync on every commit).
+            case fsync
+        }
+
+        public var path: String
+        public var signingKeyPath: String
+        public var durability: Durability
+        public var checkpointEvery: Int
+        public var maxBatch: Int
+        /// Response payload bytes kept per event; the rest is cut and the event says so.
+        public var maxPayloadBytes: Int
+    }
+
+    public struct Connection: Sendable {
+        public enum Kind: String, Sendable, CaseIterable {
+            case postgres
+            case http
+        }
+
+        public var name: String
+        public var kind: Kind
+        public var upstream: URL
+        public var username: String?
+        public var password: SecretReference?
+        public var description: String?
+        /// Line in the config file, for later diagnostics about this connection.
+        public var line: Int
+    }
+}
+
+/// `host:port` for a listener. Port 0 asks the system for a free port (tests).
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` and `[v6]:port`.
+    public init?(_ text: String) {
+        let host: Substring
+        let port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"),
+                  text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+            if host.contains(":") { return nil }
+        }
+        guard !host.isEmpty, let number = Int(port), (0...65535).contains(number) else { return nil }
+        self.host = String(host)
+        self.port = number
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// True only for addresses no other machine can reach.
+    public var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import GatehouseCore
+import HTTPTypes
+import Hummingbird
+import Identity
+import Logging
+import Metrics
+import NIOCore
+
+/// Request context that remembers the peer address, so audit events say where a request came from.
+struct AdminRequestContext: RequestContext, RemoteAddressRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let remoteAddress: SocketAddress?
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// The operator's HTTP listener: health, readiness, Prometheus metrics, the development issuer's
+/// discovery and keys (when enabled), and an identity check endpoint that verifies a bearer token
+/// and records the attempt, which is the smallest complete trip through identity and audit.
+struct AdminListener {
+    let gateway: Gateway
+
+    func application(onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
+        let router = Router(context: AdminRequestContext.self)
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/readyz") { _, _ in
+            let checks = await gateway.readiness()
+            let ready = checks.values.allSatisfy { $0 }
+            return try jsonResponse(["ready": .bool(ready), "checks": .object(checks.mapValues { .bool($0) })], status: ready ? .ok : .serviceUnavailable)
+        }
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(string: GatehouseMetrics.exposition())))
+        }
+        if let dev = gateway.devIssuer {
+            router.get("/dev/.well-known/openid-configuration") { _, _ in try jsonResponse(dev.discoveryDocument) }
+            router.get("/dev/jwks.json") { _, _ in try jsonResponse(dev.jwks) }
+        }
+        router.get("/v1/whoami") { request, context in
+            try await whoami(request, context: context)
+        }
+        let listen = gateway.config.admin.listen
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "gatehouse"),
+            onServerRunning: { channel in
+                await onRunning(channel.localAddress?.port ?? listen.port)
+            },
+            logger: gateway.logger)
+    }
+
+    /// Verifies the bearer token, records the attempt, and answers with the Principal. A client
+    /// learns only "authentication failed"; the reason goes to the audit trail.
+    private func whoami(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        let started = ContinuousClock.now
+        let client = ClientInfo(
+            address: context.remoteAddress.map(Self.describe),
+            application: request.headers[.userAgent].map { String($0.prefix(256)) })
+        let credential = Self.bearerToken(request.headers[.authorization])
+        let result = await gateway.verifier.verify(credential ?? "", client: client)
+        let operation = AuditRecord.Operation(
+            kind: "identity.verify",
+            text: "GET /v1/whoami",
+            intent: request.headers[HTTPField.Name("Gatehouse-Intent")!].map { String($0.prefix(1024)) })
+        let session = UUID().uuidString.lowercased()
+        let decisionLabel: String
+        defer {
+            Counter(label: "gatehouse_requests_total", dimensions: [("protocol", "admin"), ("decision", decisionLabel)]).increment()
+            Metrics.Timer(label: "gatehouse_request_duration_seconds", dimensions: [("protocol", "admin")])
+                .recordInterval(since: started)
+        }
+        switch result {
+        case .success(let principal):
+            do {
+                try await gateway.record(
+                    session: session, principal: principal, client: client, operation: operation,
+                    decision: .allow(rule: "identity", reason: "token verified"),
+                    outcome: .init(status: "200"))
+            } catch {
+                decisionLabel = "error"
+                return try problem(.serviceUnavailable, "audit trail unavailable; request refused")
+            }
+            decisionLabel = "allow"
+            return try jsonResponse(Self.describe(principal))
+        case .failure(let rejection):
+            do {
+                try await gateway.record(
+                    session: session, principal: nil, client: client, operation: operation,
+                    decision: .deny(rule: "identity", reason: rejection.description),
+                    outcome: .init(status: "401", errorCode: rejection.reason.rawValue))
+            } catch {
+                decisionLabel = "error"
+                return try problem(.serviceUnavailable, "audit trail unavailable; request refused")
+            }
+            decisionLabel = "deny"
+            var response = try problem(.unauthorized, TokenRejection.clientMessage)
+            response.headers[.wwwAuthenticate] = #"Bearer realm="gatehouse", error="invalid_token""#
+            return response
+        }
+    }
+
+    static func bearerToken(_ header: String?) -> String? {
+        guard let header else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return parts[1].trimmingCharacters(in: .whitespaces)
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        if let ip = address.ipAddress, let port = address.port {
+            return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        }
+        return address.description
+    }
+
+    static func describe(_ principal: Principal) -> [String: JSONValue] {
+        var object: [String: JSONValue] = [
+            "subject": .string(principal.subject),
+            "issuer": .string(principal.issuer),
+            "auth_method": .string(principal.authMethod.rawValue),
+            "groups": .array(principal.groups.map { .string($0) }),
+            "actors": .array(principal.actors.map { .string($0.subject) }),
+        ]
+        if let email = principal.email { object["email"] = .string(email) }
+        if let agent = principal.agent { object["agent"] = .string(agent) }
+        return object
+    }
+}
+
+func jsonResponse(_ value: [String: JSONValue], status: HTTPResponse.Status = .ok) throws -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    var body = try encoder.encode(value)
+    body.append(UInt8(ascii: "\n"))
+    return Response(
+        status: status,
+        headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(bytes: body)))
+}
+
+/// RFC 9457 problem document; `detail` is written for clients and never carries internals.
+func problem(_ status: HTTPResponse.Status, _ detail: String) throws -> Response {
+    var response = try jsonResponse([
+        "type": .string("about:blank"),
+        "title": .string(status.reasonPhrase),
+        "status": .number(Double(status.code)),
+        "detail": .string(detail),
+    ], status: status)
+    response.headers[.contentType] = "application/problem+json"
+    return response
+}

@@ -1,0 +1,161 @@
+import Foundation
+import GatehouseCore
+import JWTKit
+import Logging
+import Metrics
+
+/// Turns a bearer credential (an OIDC JWT or a gateway API key) into a Principal, or says exactly
+/// why not. Every listener calls this one type, so every protocol applies the same checks.
+public struct TokenVerifier: Sendable {
+    public let issuers: [IssuerKeys]
+    public let apiKeys: APIKeyStore?
+    /// Tolerance for clocks that disagree, applied to `exp`, `nbf` and `iat`.
+    public let clockSkew: TimeInterval
+    let now: @Sendable () -> Date
+
+    public init(
+        issuers: [IssuerKeys],
+        apiKeys: APIKeyStore?,
+        clockSkew: TimeInterval = 60,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.issuers = issuers
+        self.apiKeys = apiKeys
+        self.clockSkew = clockSkew
+        self.now = now
+    }
+
+    /// Signing algorithms accepted at all. Symmetric algorithms are excluded: the gateway holds
+    /// only public keys, and accepting HS256 is how RSA public keys get abused as HMAC secrets.
+    static let asymmetricAlgorithms: Set<String> = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+    public func verify(_ credential: String, client: ClientInfo) async -> Result<Principal, TokenRejection> {
+        let result: Result<Principal, TokenRejection>
+        do {
+            result = .success(try await principal(for: credential, client: client))
+        } catch {
+            result = .failure(error)
+        }
+        if case .failure(let rejection) = result {
+            Counter(label: "gatehouse_token_rejections_total", dimensions: [("reason", rejection.reason.rawValue)]).increment()
+        }
+        return result
+    }
+
+    private func principal(for credential: String, client: ClientInfo) async throws(TokenRejection) -> Principal {
+        guard !credential.isEmpty else { throw TokenRejection(.missing, "no credential presented") }
+        guard credential.utf8.count <= CompactJWT.maximumBytes else {
+            throw TokenRejection(.oversized, "credential is \(credential.utf8.count) bytes, over the \(CompactJWT.maximumBytes) byte limit")
+        }
+        if credential.hasPrefix(APIKeyStore.prefix) {
+            guard let apiKeys else { throw TokenRejection(.unknownAPIKey, "API keys are not enabled") }
+            var principal = try await apiKeys.principal(for: credential)
+            principal.client = client
+            return principal
+        }
+        return try await verifyJWT(credential, client: client)
+    }
+
+    private func verifyJWT(_ token: String, client: ClientInfo) async throws(TokenRejection) -> Principal {
+        let jwt = try CompactJWT(token)
+        let alg = jwt.header.alg
+        if alg.lowercased() == "none" {
+            throw TokenRejection(.algorithmNone, "unsigned token (alg none)")
+        }
+        guard Self.asymmetricAlgorithms.contains(alg) else {
+            throw TokenRejection(.algorithmNotAllowed, "algorithm \(Self.printable(alg)) is not accepted")
+        }
+        guard let iss = jwt.claims["iss"]?.string else {
+            throw TokenRejection(.malformed, "token has no iss claim")
+        }
+        guard let keys = issuers.first(where: { $0.settings.issuer == iss }) else {
+            throw TokenRejection(.wrongIssuer, "issuer \(Self.printable(iss)) is not trusted")
+        }
+        let settings = keys.settings
+        switch await keys.key(for: jwt.header.kid) {
+        case .noKeys:
+            throw TokenRejection(.keysUnavailable, "no usable keys for issuer \(settings.name)")
+        case .unknown:
+            throw TokenRejection(.unknownKeyID, "key \(Self.printable(jwt.header.kid ?? "(none)")) is not published by issuer \(settings.name)")
+        case .found(let pinned, let collection):
+            guard pinned.rawValue == alg else {
+                throw TokenRejection(.algorithmMismatch, "token says \(alg) but key is pinned to \(pinned.rawValue)")
+            }
+            do {
+                _ = try await collection.verify(token, as: UncheckedClaims.self)
+            } catch {
+                throw TokenRejection(.badSignature, "signature does not verify with issuer \(settings.name)'s key")
+            }
+        }
+        try checkTime(jwt.claims)
+        let audiences = jwt.claims["aud"]?.stringList ?? []
+        guard audiences.contains(where: settings.audiences.contains) else {
+            throw TokenRejection(.wrongAudience, "audience \(Self.printable(audiences.joined(separator: ","))) is not one of this gateway's")
+        }
+        guard let subject = jwt.claims["sub"]?.string, !subject.isEmpty else {
+            throw TokenRejection(.malformed, "token has no sub claim")
+        }
+        return Principal(
+            subject: subject,
+            email: jwt.claims[settings.emailClaim]?.string,
+            groups: jwt.claims[settings.groupsClaim]?.stringList ?? [],
+            issuer: iss,
+            authMethod: .oidc,
+            actors: actors(jwt.claims, settings: settings),
+            client: client
+        )
+    }
+
+    private func checkTime(_ claims: [String: JSONValue]) throws(TokenRejection) {
+        let now = now().timeIntervalSince1970
+        guard let exp = claims["exp"]?.number else {
+            throw TokenRejection(.malformed, "token has no exp claim")
+        }
+        if now > exp + clockSkew {
+            throw TokenRejection(.expired, "token expired \(Int(now - exp)) s ago")
+        }
+        if let nbf = claims["nbf"]?.number, now + clockSkew < nbf {
+            throw TokenRejection(.notYetValid, "token is not valid for another \(Int(nbf - now)) s")
+        }
+        if let iat = claims["iat"]?.number, now + clockSkew < iat {
+            throw TokenRejection(.notYetValid, "token was issued \(Int(iat - now)) s in the future")
+        }
+    }
+
+    /// The delegation chain: RFC 8693 `act` (nested, current actor outermost), else the configured
+    /// agent name for the OAuth client that obtained the token.
+    private func actors(_ claims: [String: JSONValue], settings: IssuerSettings) -> [Actor] {
+        var chain: [Actor] = []
+        var current = claims["act"]?.object
+        while let act = current, chain.count < 8 {
+            if let subject = act["sub"]?.string {
+                chain.append(Actor(subject: subject, clientID: act["client_id"]?.string))
+            }
+            current = act["act"]?.object
+        }
+        if chain.isEmpty {
+            for claim in settings.clientIDClaims {
+                if let clientID = claims[claim]?.string, let agent = settings.agents[clientID] {
+                    chain.append(Actor(subject: agent, clientID: clientID))
+                    break
+                }
+            }
+        }
+        return chain
+    }
+
+    /// Values from a token are attacker-controlled; keep what goes into logs short and printable.
+    static func printable(_ value: String) -> String {
+        let cleaned = value.unicodeScalars.map { $0.properties.isAlphabetic || $0.properties.numericType != nil || "-_.:/@ ,".unicodeScalars.contains($0) ? Character($0) : "?" }
+        let text = String(cleaned)
+        return text.count > 80 ? String(text.prefix(80)) + "…" : text
+    }
+}
+
+/// jwt-kit verifies the signature; the claims are checked by `TokenVerifier` against the
+/// configuration and an injected clock, so this payload accepts any claims.
+struct UncheckedClaims: JWTPayload {
+    init(from decoder: any Decoder) throws {}
+    func encode(to encoder: any Encoder) throws {}
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import Audit
+import Foundation
+import GatehouseConfig
+import GatehouseCore
+import GatehouseServer
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Inspect and verify the audit trail.",
+        subcommands: [Verify.self, List.self]
+    )
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the whole trail: hash chain, sequence and signed checkpoints.",
+            discussion: "Exit 0 when the trail is whole; exit 1 naming the first event that was changed, removed, inserted or reordered."
+        )
+
+        @OptionGroup var options: ConfigOption
+
+        func run() async throws {
+            let config = try options.load()
+            guard FileManager.default.fileExists(atPath: config.audit.path) else {
+                throw fail("no audit trail at \(config.audit.path)")
+            }
+            let verifier: AuditSignatureVerifier
+            do {
+                // The key comes from the gateway's key file, never from the store being checked.
+                verifier = try AuditSigner.loadExisting(path: config.audit.signingKeyPath).verifier
+            } catch {
+                throw fail("cannot read the audit signing key: \(error)")
+            }
+            let store = try Gateway.openAuditStore(config)
+            let result = try await store.verify(verifier: verifier)
+            try? await store.close()
+            if let problem = result.problem {
+                print("audit trail NOT intact: \(problem.message)")
+                throw ExitCode(1)
+            }
+            print(result.description)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List audit events, oldest first.")
+
+        @OptionGroup var options: ConfigOption
+
+        @Flag(help: "One JSON object a line.")
+        var json = false
+
+        @Option(help: "Only events at or after this time: ISO 8601 (2026-11-29T10:00:00Z) or an age (30m, 2h, 7d).")
+        var since: String?
+
+        @Option(help: "Only events of this subject (person or service account).")
+        var subject: String?
+
+        @Option(help: "At most this many events.")
+        var limit: Int?
+
+        func run() async throws {
+            let config = try options.load()
+            var sinceDate: Date?
+            if let since {
+                guard let parsed = Self.parseSince(since) else {
+                    throw fail("--since must be an ISO 8601 time or an age like 30m, 2h, 7d")
+                }
+                sinceDate = parsed
+            }
+            let store = try Gateway.openAuditStore(config)
+            let events = try await store.events(AuditQuery(since: sinceDate, subject: subject, limit: limit))
+            try? await store.close()
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            for event in events {
+                if json {
+                    print(String(decoding: try encoder.encode(event), as: UTF8.self))
+                } else {
+                    print(Self.line(event))
+                }
+            }
+        }
+
+        static func line(_ event: AuditEvent) -> String {
+            let record = event.record
+            let time = record.time.formatted(.iso8601)
+            let who = record.principal.map { principal in
+                principal.agent.map { "\(principal.subject) via \($0)" } ?? principal.subject
+            } ?? "-"
+            var text = "\(event.seq) \(time) \(who) \(record.operation.kind) \(record.decision.effect.rawValue)"
+            if let rule = record.decision.rule { text += " [\(rule)]" }
+            if let reason = record.decision.reason, record.decision.effect != .allow { text += " \(reason)" }
+            text += " \(record.operation.text)"
+            return text
+        }
+
+        static func parseSince(_ text: String) -> Date? {
+            if let unit = text.last, let amount = Double(text.dropLast()), amount >= 0 {
+                let seconds: Double? = switch unit {
+                case "s": 1
+                case "m": 60
+                case "h": 3600
+                case "d": 86400
+                default: nil
+                }
+                if let seconds { return Date().addingTimeInterval(-amount * seconds) }
+            }
+            return try? Date(text, strategy: .iso8601)
+        }
+    }
+}
