@@ -90,7 +90,11 @@ let package = Package(
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"], swiftSettings: strictSwift6),
         .testTarget(
             name: "IdentityTests",
-            dependencies: ["Identity", .product(name: "JWTKit", package: "jwt-kit")],
+            dependencies: [
+                "Identity",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
             swiftSettings: strictSwift6
         ),
         .testTarget(

@@ -249,7 +249,6 @@ public final class SQLiteAuditStore: AuditStore {
                         return checkpoint
                     }
                 )
-                _ = outcome
                 return AuditVerification(
                     eventCount: eventCount,
                     lastCheckpoint: newest,

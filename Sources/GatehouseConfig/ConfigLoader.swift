@@ -46,7 +46,7 @@ public enum ConfigLoader {
         } catch let error as ConfigError {
             throw error
         } catch {
-            throw ConfigError(problems: [syntaxProblem(error, file: file)])
+            throw ConfigError(problems: [syntaxProblem(error, file: file, yaml: yaml)])
         }
         let config = build(root, reader: reader, baseDirectory: baseDirectory)
         guard reader.problems.isEmpty, let config else {
@@ -55,9 +55,15 @@ public enum ConfigLoader {
         return config
     }
 
-    private static func syntaxProblem(_ error: Error, file: String) -> ConfigProblem {
+    private static func syntaxProblem(_ error: Error, file: String, yaml: String) -> ConfigProblem {
         if let yamlError = error as? YamlError {
             switch yamlError {
+            case .duplicatedKeysInMapping(let duplicates, let context):
+                let key = duplicates.sorted().first ?? ""
+                return ConfigProblem(
+                    file: file,
+                    line: secondOccurrence(ofKey: key, in: yaml, from: context.mark.line) ?? context.mark.line,
+                    message: "key '\(key)' appears more than once in the same mapping")
             case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
                 return ConfigProblem(file: file, line: mark.line, message: "YAML syntax error: \(problem)")
             default:
@@ -65,6 +71,20 @@ public enum ConfigLoader {
             }
         }
         return ConfigProblem(file: file, line: 1, message: "YAML syntax error")
+    }
+
+    /// Yams reports where the mapping starts; people want the line of the repeated key.
+    private static func secondOccurrence(ofKey key: String, in yaml: String, from line: Int) -> Int? {
+        let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+        var seen = 0
+        for index in max(0, line - 1)..<lines.count {
+            let trimmed = lines[index].drop { $0 == " " || $0 == "-" }
+            if trimmed.hasPrefix("\(key):") {
+                seen += 1
+                if seen == 2 { return index + 1 }
+            }
+        }
+        return nil
     }
 
     private static func build(_ root: Node, reader: ConfigReader, baseDirectory: String) -> GatehouseConfig? {

@@ -73,7 +73,7 @@ struct AdminListener {
         defer {
             Counter(label: "gatehouse_requests_total", dimensions: [("protocol", "admin"), ("decision", decisionLabel)]).increment()
             Metrics.Timer(label: "gatehouse_request_duration_seconds", dimensions: [("protocol", "admin")])
-                .recordInterval(since: started)
+                .recordNanoseconds(nanoseconds(ContinuousClock.now - started))
         }
         switch result {
         case .success(let principal):
@@ -154,4 +154,9 @@ func problem(_ status: HTTPResponse.Status, _ detail: String) throws -> Response
     ], status: status)
     response.headers[.contentType] = "application/problem+json"
     return response
+}
+
+func nanoseconds(_ duration: Duration) -> Int64 {
+    let (seconds, attoseconds) = duration.components
+    return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
 }

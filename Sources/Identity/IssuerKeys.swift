@@ -7,7 +7,7 @@ import Metrics
 /// One issuer's signing keys, fetched through OIDC discovery and kept fresh. Each key is pinned to
 /// one algorithm when it is loaded, so a token cannot choose how it is checked.
 public actor IssuerKeys {
-    public let settings: IssuerSettings
+    public nonisolated let settings: IssuerSettings
     private let fetcher: any KeySetFetching
     private let minimumRefetchInterval: TimeInterval
     private let now: @Sendable () -> Date

@@ -25,10 +25,13 @@ struct AuditCommand: AsyncParsableCommand {
             guard FileManager.default.fileExists(atPath: config.audit.path) else {
                 throw fail("no audit trail at \(config.audit.path)")
             }
+            // The key comes from the gateway's key file, never from the store being checked.
+            guard FileManager.default.fileExists(atPath: config.audit.signingKeyPath) else {
+                throw fail("the audit signing key \(config.audit.signingKeyPath) is missing; checkpoints cannot be verified")
+            }
             let verifier: AuditSignatureVerifier
             do {
-                // The key comes from the gateway's key file, never from the store being checked.
-                verifier = try AuditSigner.loadExisting(path: config.audit.signingKeyPath).verifier
+                verifier = try AuditSigner.loadOrCreate(path: config.audit.signingKeyPath).verifier
             } catch {
                 throw fail("cannot read the audit signing key: \(error)")
             }

@@ -69,8 +69,8 @@ struct Serve: AsyncParsableCommand {
         try await gateway.run { port in
             var line = "gatehouse ready: admin http://\(config.admin.listen.host):\(port)"
             if let devIssuer { line += ", dev issuer \(devIssuer)" }
-            print(line)
-            fflush(stdout)
+            // Written unbuffered: scripts wait for this line on a pipe.
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
         }
     }
 }
