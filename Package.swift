@@ -102,13 +102,5 @@ let package = Package(
             dependencies: ["Audit", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSwift6
         ),
-        .testTarget(
-            name: "GatehouseServerTests",
-            dependencies: [
-                "GatehouseServer",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            ],
-            swiftSettings: strictSwift6
-        ),
     ]
 )

@@ -109,6 +109,15 @@ public struct AuditSigner: Sendable {
         return existing
     }
 
+    /// Loads an existing key and never creates one: for tools that only verify, where a new key
+    /// would make every checkpoint look forged.
+    public static func load(path: String, logger: Logger? = nil) throws -> AuditSigner {
+        guard let signer = try load(path: path, logger: logger) else {
+            throw AuditErrors.signingKey(path, "does not exist")
+        }
+        return signer
+    }
+
     private static func load(path: String, logger: Logger?) throws -> AuditSigner? {
         var info = stat()
         guard stat(path, &info) == 0 else {

@@ -1,6 +1,14 @@
 import Foundation
 import GatehouseCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Where audit events are kept. Implementations are append-only, hash-chained trails; every
 /// implementation must pass the same conformance suite, so nothing here may assume a particular
 /// database.
@@ -79,7 +87,7 @@ public struct AuditStoreOptions: Sendable, Equatable {
         checkpointEvery: Int = 1000,
         maxBatch: Int = 512,
         signingKeyPath: String? = nil,
-        node: String = ProcessInfo.processInfo.hostName,
+        node: String = AuditStoreOptions.defaultNode(),
         busyTimeout: Duration = .seconds(5)
     ) {
         self.path = path
@@ -89,6 +97,15 @@ public struct AuditStoreOptions: Sendable, Equatable {
         self.signingKeyPath = signingKeyPath ?? path + ".key"
         self.node = node
         self.busyTimeout = busyTimeout
+    }
+
+    /// The host name, read without a DNS lookup (`ProcessInfo.hostName` may resolve it, and stall
+    /// on a machine without a resolver).
+    public static func defaultNode() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "gatehouse" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "gatehouse" : name
     }
 }
 

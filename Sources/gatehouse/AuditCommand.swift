@@ -42,7 +42,23 @@ struct AuditCommand: AsyncParsableCommand {
                 print("audit trail NOT intact: \(problem.message)")
                 throw ExitCode(1)
             }
-            print(result.description)
+            print(Self.summary(result))
+        }
+
+        /// `N events, chain intact, last checkpoint signed at TIME (event S)`, plus what is not yet
+        /// covered by a signature.
+        static func summary(_ result: AuditVerification) -> String {
+            var text = "\(result.eventCount) events, chain intact"
+            if let checkpoint = result.lastCheckpoint {
+                let time = Date(timeIntervalSince1970: Double(checkpoint.timeMillis) / 1000).formatted(.iso8601)
+                text += ", last checkpoint signed at \(time) (event \(checkpoint.seq), node \(checkpoint.node))"
+            } else {
+                text += ", no signed checkpoint yet"
+            }
+            if result.uncheckpointedTail > 0 {
+                text += "; \(result.uncheckpointedTail) newer event(s) not yet covered by a checkpoint"
+            }
+            return text
         }
     }
 

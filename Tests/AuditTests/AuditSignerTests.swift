@@ -24,6 +24,10 @@ struct AuditSignerTests {
 
         let loaded = try AuditSigner.loadOrCreate(path: path)
         #expect(loaded.publicKey == created.publicKey)
+        #expect(try AuditSigner.load(path: path).publicKey == created.publicKey)
+        let missing = #expect(throws: GatehouseError.self) { _ = try AuditSigner.load(path: directory + "/none.key") }
+        #expect(missing?.code == "audit.signing_key")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/none.key"))
         #expect(created.publicKey.count == 64)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory + "/keys")
         #expect(leftovers == ["audit.key"])

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building and testing Gatehouse needs on a fresh Debian machine. Idempotent: only
+# missing packages are installed. `--build-only` installs just what the build needs.
+set -euo pipefail
+
+BUILD_PACKAGES=(libsqlite3-dev)
+TEST_PACKAGES=(sqlite3 glewlwyd dbconfig-sqlite3)
+PYTHON_PACKAGES=(pytest requests cryptography)
+
+packages=("${BUILD_PACKAGES[@]}")
+[ "${1:-}" = "--build-only" ] || packages+=("${TEST_PACKAGES[@]}")
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "==> installing ${missing[*]}"
+  apt-get update -qq
+  # glewlwyd's post-install tries to start its system service; nothing here needs it.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-}" != "--build-only" ]; then
+  python3 -m pip install -q --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
+fi
