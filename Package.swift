@@ -99,7 +99,12 @@ let package = Package(
         ),
         .testTarget(
             name: "AuditTests",
-            dependencies: ["Audit", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "Audit",
+                "GatehouseCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSwift6
         ),
     ]

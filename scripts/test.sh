@@ -15,4 +15,4 @@ swift test --skip-build
 echo "==> integration tests"
 export GATEHOUSE_BIN
 GATEHOUSE_BIN="$(swift build --show-bin-path)/gatehouse"
-python3 -m pytest -p no:cacheprovider -q tests/integration tests/integration/idp/selftest_glewlwyd.py
+python3 -m pytest -p no:cacheprovider -q tests/integration

@@ -51,7 +51,7 @@ public final class Gateway: Sendable {
         auditStore = try Self.openAuditStore(config)
         auditLog = AuditLog(
             store: auditStore,
-            signer: try AuditSigner.loadOrCreate(path: config.audit.signingKeyPath),
+            signer: try AuditSigner.loadOrCreate(path: config.audit.signingKeyPath, logger: logger),
             checkpointEvery: config.audit.checkpointEvery,
             maxBatch: config.audit.maxBatch,
             logger: logger)

@@ -26,12 +26,9 @@ struct AuditCommand: AsyncParsableCommand {
                 throw fail("no audit trail at \(config.audit.path)")
             }
             // The key comes from the gateway's key file, never from the store being checked.
-            guard FileManager.default.fileExists(atPath: config.audit.signingKeyPath) else {
-                throw fail("the audit signing key \(config.audit.signingKeyPath) is missing; checkpoints cannot be verified")
-            }
             let verifier: AuditSignatureVerifier
             do {
-                verifier = try AuditSigner.loadOrCreate(path: config.audit.signingKeyPath).verifier
+                verifier = try AuditSigner.load(path: config.audit.signingKeyPath).verifier
             } catch {
                 throw fail("cannot read the audit signing key: \(error)")
             }
