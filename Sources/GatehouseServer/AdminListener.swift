@@ -69,7 +69,7 @@ struct AdminListener {
             text: "GET /v1/whoami",
             intent: request.headers[HTTPField.Name("Gatehouse-Intent")!].map { String($0.prefix(1024)) })
         let session = UUID().uuidString.lowercased()
-        let decisionLabel: String
+        var decisionLabel = "error"
         defer {
             Counter(label: "gatehouse_requests_total", dimensions: [("protocol", "admin"), ("decision", decisionLabel)]).increment()
             Metrics.Timer(label: "gatehouse_request_duration_seconds", dimensions: [("protocol", "admin")])
@@ -77,17 +77,19 @@ struct AdminListener {
         }
         switch result {
         case .success(let principal):
+            let bytes = try responseBytes(Self.describe(principal))
+            let body = String(buffer: bytes)
             do {
                 try await gateway.record(
                     session: session, principal: principal, client: client, operation: operation,
                     decision: .allow(rule: "identity", reason: "token verified"),
-                    outcome: .init(status: "200"))
+                    outcome: .init(status: "200", bytes: Int64(body.utf8.count)),
+                    payload: body)
             } catch {
-                decisionLabel = "error"
                 return try problem(.serviceUnavailable, "audit trail unavailable; request refused")
             }
             decisionLabel = "allow"
-            return try jsonResponse(Self.describe(principal))
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
         case .failure(let rejection):
             do {
                 try await gateway.record(
@@ -95,7 +97,6 @@ struct AdminListener {
                     decision: .deny(rule: "identity", reason: rejection.description),
                     outcome: .init(status: "401", errorCode: rejection.reason.rawValue))
             } catch {
-                decisionLabel = "error"
                 return try problem(.serviceUnavailable, "audit trail unavailable; request refused")
             }
             decisionLabel = "deny"
@@ -133,15 +134,19 @@ struct AdminListener {
     }
 }
 
-func jsonResponse(_ value: [String: JSONValue], status: HTTPResponse.Status = .ok) throws -> Response {
+func responseBytes(_ value: [String: JSONValue]) throws -> ByteBuffer {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     var body = try encoder.encode(value)
     body.append(UInt8(ascii: "\n"))
-    return Response(
+    return ByteBuffer(bytes: body)
+}
+
+func jsonResponse(_ value: [String: JSONValue], status: HTTPResponse.Status = .ok) throws -> Response {
+    Response(
         status: status,
         headers: [.contentType: "application/json"],
-        body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        body: .init(byteBuffer: try responseBytes(value)))
 }
 
 /// RFC 9457 problem document; `detail` is written for clients and never carries internals.

@@ -106,15 +106,29 @@ public final class Gateway: Sendable {
         client: ClientInfo,
         operation: AuditRecord.Operation,
         decision: Decision,
-        outcome: AuditRecord.Outcome? = nil
+        outcome: AuditRecord.Outcome? = nil,
+        payload: String? = nil
     ) async throws -> AuditEvent {
-        try await auditLog.append(AuditRecord(
+        let kept = payload.map { Self.cut($0, toBytes: config.audit.maxPayloadBytes) }
+        return try await auditLog.append(AuditRecord(
             node: config.gateway.node,
             session: session,
             principal: principal,
             client: client,
             operation: operation,
             decision: decision,
-            outcome: outcome))
+            outcome: outcome,
+            payload: kept?.text,
+            payloadTruncated: kept?.truncated == true ? true : nil))
+    }
+
+    /// The longest prefix of `text` within `limit` UTF-8 bytes that ends on a character boundary.
+    static func cut(_ text: String, toBytes limit: Int) -> (text: String, truncated: Bool) {
+        guard text.utf8.count > limit else { return (text, false) }
+        var end = text.utf8.index(text.utf8.startIndex, offsetBy: limit)
+        while end > text.startIndex, String.Index(end, within: text) == nil {
+            end = text.utf8.index(before: end)
+        }
+        return (String(text[..<end]), true)
     }
 }

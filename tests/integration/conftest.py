@@ -26,7 +26,7 @@ def gatehouse(*args: str, check: bool = False, **kwargs) -> subprocess.Completed
 class Gateway:
     """A `gatehouse serve` process with its own config and state directory."""
 
-    def __init__(self, workdir: Path, extra_config: str = "", dev: bool = True):
+    def __init__(self, workdir: Path, extra_config: str = "", dev: bool = True, audit_config: str = ""):
         self.workdir = workdir
         self.port = free_port()
         self.config = workdir / "gatehouse.yaml"
@@ -40,6 +40,7 @@ admin:
   listen: 127.0.0.1:{self.port}
 audit:
   checkpoint_every: 5
+{audit_config}
 {extra_config}
 """
         )
@@ -101,8 +102,8 @@ def workdir(tmp_path: Path) -> Path:
 def gateway_factory(workdir: Path):
     started: list[Gateway] = []
 
-    def make(extra_config: str = "", dev: bool = True, start: bool = True) -> Gateway:
-        gw = Gateway(workdir, extra_config, dev)
+    def make(extra_config: str = "", dev: bool = True, start: bool = True, audit_config: str = "") -> Gateway:
+        gw = Gateway(workdir, extra_config, dev, audit_config)
         started.append(gw)
         return gw.start() if start else gw
 

@@ -37,6 +37,16 @@ def test_a_token_from_a_real_provider_is_verified_and_recorded(idp, gateway_fact
     assert record["client"]["address"].startswith("127.0.0.1:")
     assert record["operation"]["intent"] == "check who I am"
     assert record["node"] == "test-node"
+    assert '"agent":"claude-code"' in record["payload"] and "payloadTruncated" not in record
+
+
+def test_recorded_responses_are_cut_at_the_configured_cap(gateway_factory):
+    gw = gateway_factory(audit_config="  max_payload_bytes: 24")
+    token = gw.cli("dev", "token", "--subject", "alice", "--actor", "claude-code", check=True).stdout.strip()
+    full = gw.whoami(token).text
+    [event] = gw.events()
+    assert event["record"]["payload"] == full.encode()[:24].decode()
+    assert event["record"]["payloadTruncated"] is True
 
 
 def test_key_rotation_at_the_provider_is_followed(idp, gateway_factory):
