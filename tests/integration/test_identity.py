@@ -91,6 +91,10 @@ def test_rejections_give_the_client_nothing_and_the_trail_the_reason(idp, gatewa
 
     metrics = requests.get(gw.url + "/metrics", timeout=5).text
     assert re.search(r'gatehouse_token_rejections_total\{reason="wrong-audience"\} 1', metrics), metrics
+    assert re.search(r'gatehouse_requests_total\{protocol="admin",decision="deny"\} 4', metrics), metrics
+    assert re.search(r'gatehouse_request_duration_seconds_count\{protocol="admin"\} 4', metrics), metrics
+    assert re.search(r"gatehouse_audit_batch_size_count \d+", metrics), metrics
+    assert "gatehouse_audit_queue_depth" in metrics
 
 
 def test_the_dev_issuer_goes_through_discovery_and_jwks(gateway_factory):
