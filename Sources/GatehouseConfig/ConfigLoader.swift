@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseCore
 import Yams
 
 /// Reads and validates a configuration file. Reports every problem with its line, never stops at
@@ -36,7 +37,7 @@ public enum ConfigLoader {
         baseDirectory: String,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(ConfigError) -> GatehouseConfig {
-        let reader = ConfigReader(file: file, environment: environment)
+        let reader = ConfigReader(file: file, environment: environment, baseDirectory: baseDirectory)
         let root: Node
         do {
             guard let node = try Yams.compose(yaml: yaml) else {
@@ -48,7 +49,7 @@ public enum ConfigLoader {
         } catch {
             throw ConfigError(problems: [syntaxProblem(error, file: file, yaml: yaml)])
         }
-        let config = build(root, reader: reader, baseDirectory: baseDirectory)
+        let config = build(root, reader: reader)
         guard reader.problems.isEmpty, let config else {
             throw ConfigError(problems: reader.problems.sorted { $0.line < $1.line })
         }
@@ -87,11 +88,9 @@ public enum ConfigLoader {
         return nil
     }
 
-    private static func build(_ root: Node, reader: ConfigReader, baseDirectory: String) -> GatehouseConfig? {
+    private static func build(_ root: Node, reader: ConfigReader) -> GatehouseConfig? {
         guard let top = ConfigSection(root, path: "", reader: reader) else { return nil }
-        func resolve(_ path: String) -> String {
-            path.hasPrefix("/") ? path : URL(fileURLWithPath: baseDirectory).appendingPathComponent(path).standardizedFileURL.path
-        }
+        let resolve = reader.resolvePath
 
         let dev = top.bool("dev") ?? false
 
@@ -109,6 +108,11 @@ public enum ConfigLoader {
         if dev && !adminListen.isLoopback {
             reader.report(line: adminSection?.lineOf("listen") ?? top.lineOf("dev"),
                           "dev: true is allowed only when every listener is on loopback; admin.listen is \(adminListen)")
+        }
+        if dev && adminListen.port == 0 {
+            // The development issuer's URL is derived from this address, so it must be known upfront.
+            reader.report(line: adminSection?.lineOf("listen") ?? top.lineOf("dev"),
+                          "dev: true needs a fixed admin.listen port (the development issuer's URL contains it)")
         }
 
         let identity = buildIdentity(top.section("identity"), reader: reader, statePath: statePath)
@@ -134,15 +138,19 @@ public enum ConfigLoader {
     ) -> GatehouseConfig.Identity {
         var issuers: [GatehouseConfig.Issuer] = []
         var seenNames: [String: Int] = [:]
+        var seenIssuers: [String: Int] = [:]
         for (path, node) in section?.sequence("issuers") ?? [] {
             guard let entry = ConfigSection(node, path: path, reader: reader) else { continue }
             let name = entry.string("name", required: true)
             let issuerURL = entry.url("issuer", required: true)
-            if let issuerURL, issuerURL.scheme?.lowercased() == "http",
-               let host = issuerURL.host, !(ListenAddress(host: host, port: 0).isLoopback) {
-                reader.report(line: entry.lineOf("issuer"), "\(path).issuer must use https (plain http is allowed only on loopback)")
-            }
             let discovery = entry.url("discovery_url")
+            // Keys fetched over plain http can be swapped by anyone on the path, so only loopback
+            // (the tests' and the demo's providers) may use it.
+            for (key, url) in [("issuer", issuerURL), ("discovery_url", discovery)] {
+                if let url, url.scheme?.lowercased() == "http", !Loopback.contains(host: url.host ?? "") {
+                    reader.report(line: entry.lineOf(key), "\(path).\(key) must use https (plain http is allowed only on loopback)")
+                }
+            }
             let audiences = entry.strings("audiences") ?? []
             if audiences.isEmpty {
                 reader.report(line: entry.line, "\(path) needs 'audiences': the aud values a token must carry for this gateway")
@@ -161,8 +169,17 @@ public enum ConfigLoader {
             if let name {
                 if let first = seenNames[name] {
                     reader.report(line: entry.lineOf("name"), "issuer name '\(name)' is already used on line \(first)")
+                } else if name == GatehouseConfig.Identity.devIssuerName {
+                    reader.report(line: entry.lineOf("name"), "issuer name '\(name)' is reserved for the development issuer")
                 } else {
                     seenNames[name] = entry.lineOf("name")
+                }
+            }
+            if let issuerURL {
+                if let first = seenIssuers[issuerURL.absoluteString] {
+                    reader.report(line: entry.lineOf("issuer"), "issuer \(issuerURL.absoluteString) is already configured on line \(first)")
+                } else {
+                    seenIssuers[issuerURL.absoluteString] = entry.lineOf("issuer")
                 }
             }
             issuers.append(issuer)
@@ -170,7 +187,7 @@ public enum ConfigLoader {
         let identity = GatehouseConfig.Identity(
             clockSkewSeconds: section?.int("clock_skew_seconds", in: 0...300) ?? 60,
             jwksRefreshSeconds: section?.int("jwks_refresh_seconds", in: 10...86_400) ?? 300,
-            jwksMinRefetchSeconds: section?.int("jwks_min_refetch_seconds", in: 0...3600) ?? 30,
+            jwksMinRefetchSeconds: section?.int("jwks_min_refetch_seconds", in: 1...3600) ?? 30,
             issuers: issuers,
             apiKeysPath: statePath(section?.string("api_keys"), "api-keys.sqlite"),
             devKeyPath: statePath(section?.string("dev_key"), "dev-issuer.key")
@@ -180,18 +197,10 @@ public enum ConfigLoader {
     }
 
     private static func buildAudit(_ section: ConfigSection?, statePath: (String?, String) -> String) -> GatehouseConfig.Audit {
-        let durability: GatehouseConfig.Audit.Durability
-        switch section?.string("durability") {
-        case nil, "normal": durability = .normal
-        case "fsync": durability = .fsync
-        default:
-            section?.reader.report(line: section?.lineOf("durability") ?? 1, "audit.durability must be normal or fsync")
-            durability = .normal
-        }
         let audit = GatehouseConfig.Audit(
             path: statePath(section?.string("path"), "audit.sqlite"),
             signingKeyPath: statePath(section?.string("signing_key"), "audit-signing.key"),
-            durability: durability,
+            durability: section?.choice("durability", as: GatehouseConfig.Audit.Durability.self) ?? .normal,
             checkpointEvery: section?.int("checkpoint_every", in: 1...1_000_000) ?? 1000,
             maxBatch: section?.int("max_batch", in: 1...10_000) ?? 512,
             maxPayloadBytes: section?.int("max_payload_bytes", in: 0...(4 * 1024 * 1024)) ?? 64 * 1024

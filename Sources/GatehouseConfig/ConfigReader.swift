@@ -5,11 +5,18 @@ import Yams
 final class ConfigReader {
     let file: String
     let environment: [String: String]
+    /// Relative paths in the file are relative to the file, not to wherever the gateway was started.
+    let baseDirectory: String
     private(set) var problems: [ConfigProblem] = []
 
-    init(file: String, environment: [String: String]) {
+    init(file: String, environment: [String: String], baseDirectory: String) {
         self.file = file
         self.environment = environment
+        self.baseDirectory = baseDirectory
+    }
+
+    func resolvePath(_ path: String) -> String {
+        path.hasPrefix("/") ? path : URL(fileURLWithPath: baseDirectory).appendingPathComponent(path).standardizedFileURL.path
     }
 
     func report(_ node: Node?, _ message: String) {
@@ -199,11 +206,13 @@ final class ConfigSection {
     /// A secret must be a reference; a literal is refused without echoing it.
     func secret(_ key: String, required: Bool = false) -> SecretReference? {
         guard let value = node(key, required: required), let text = reader.text(value, at: qualified(key)) else { return nil }
-        guard let reference = SecretReference(reference: text) else {
+        switch SecretReference(reference: text) {
+        case .file(let path): return .file(reader.resolvePath(path))
+        case let reference?: return reference
+        case nil:
             reader.report(value, "\(qualified(key)) is a secret and must be a reference (env:NAME or file:PATH), not a literal value")
             return nil
         }
-        return reference
     }
 
     /// An absolute http(s) URL with a host.

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseCore
 
 /// The whole gateway configuration, validated. Produced only by `ConfigLoader`, so every value here
 /// has been checked and every relative path resolved against the config file's directory.
@@ -37,6 +38,8 @@ public struct GatehouseConfig: Sendable {
         public var devKeyPath: String
         /// Audience the development issuer puts in its tokens and the gateway expects back.
         public static let devAudience = "gatehouse"
+        /// Name of the development issuer in readiness checks and metrics; not available to others.
+        public static let devIssuerName = "dev"
     }
 
     public struct Issuer: Sendable {
@@ -56,7 +59,7 @@ public struct GatehouseConfig: Sendable {
     }
 
     public struct Audit: Sendable {
-        public enum Durability: String, Sendable {
+        public enum Durability: String, Sendable, CaseIterable {
             /// Survives a crash of the gateway process (SQLite WAL commit).
             case normal
             /// Also survives power loss (fsync on every commit).
@@ -122,7 +125,5 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     /// True only for addresses no other machine can reach.
-    public var isLoopback: Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
-    }
+    public var isLoopback: Bool { Loopback.contains(host: host) }
 }

@@ -19,35 +19,24 @@ public final class Gateway: Sendable {
     let issuers: [IssuerKeys]
     let logger: Logger
 
+    private let httpClient: HTTPClient
+    private let readinessCache = ReadinessCache()
+
     public init(config: GatehouseConfig, logger: Logger) async throws {
         self.config = config
         self.logger = logger
         GatehouseMetrics.bootstrap()
 
-        let fetcher = HTTPKeySetFetcher(client: HTTPClient.shared)
-        var issuerSettings = config.identity.issuers.map {
-            IssuerSettings(
-                name: $0.name, issuer: $0.issuer, discoveryURL: $0.discoveryURL, audiences: $0.audiences,
-                groupsClaim: $0.groupsClaim, emailClaim: $0.emailClaim, clientIDClaims: $0.clientIDClaims, agents: $0.agents)
-        }
+        // Everything that can fail comes first: the HTTP client below must be shut down once made.
         if config.dev {
-            let dev = try DevIssuer(
+            devIssuer = try DevIssuer(
                 keyPath: config.identity.devKeyPath,
                 issuerURL: Self.devIssuerURL(config),
                 audience: GatehouseConfig.Identity.devAudience)
-            devIssuer = dev
-            issuerSettings.append(IssuerSettings(name: "dev", issuer: dev.issuerURL, audiences: [dev.audience]))
         } else {
             devIssuer = nil
         }
-        issuers = issuerSettings.map {
-            IssuerKeys(settings: $0, fetcher: fetcher, minimumRefetchInterval: TimeInterval(config.identity.jwksMinRefetchSeconds), logger: logger)
-        }
-        verifier = TokenVerifier(
-            issuers: issuers,
-            apiKeys: try APIKeyStore(path: config.identity.apiKeysPath),
-            clockSkew: TimeInterval(config.identity.clockSkewSeconds))
-
+        let apiKeys = try APIKeyStore(path: config.identity.apiKeysPath)
         auditStore = try Self.openAuditStore(config)
         auditLog = AuditLog(
             store: auditStore,
@@ -55,6 +44,25 @@ public final class Gateway: Sendable {
             checkpointEvery: config.audit.checkpointEvery,
             maxBatch: config.audit.maxBatch,
             logger: logger)
+
+        // No redirects: an identity provider's https endpoints must not be able to send the
+        // gateway to plain http, or to some other host, for its keys.
+        httpClient = HTTPClient(
+            eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+            configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(5))))
+        let fetcher = HTTPKeySetFetcher(client: httpClient)
+        var issuerSettings = config.identity.issuers.map {
+            IssuerSettings(
+                name: $0.name, issuer: $0.issuer, discoveryURL: $0.discoveryURL, audiences: $0.audiences,
+                groupsClaim: $0.groupsClaim, emailClaim: $0.emailClaim, clientIDClaims: $0.clientIDClaims, agents: $0.agents)
+        }
+        if let devIssuer {
+            issuerSettings.append(IssuerSettings(name: GatehouseConfig.Identity.devIssuerName, issuer: devIssuer.issuerURL, audiences: [devIssuer.audience]))
+        }
+        issuers = issuerSettings.map {
+            IssuerKeys(settings: $0, fetcher: fetcher, minimumRefetchInterval: TimeInterval(config.identity.jwksMinRefetchSeconds), logger: logger)
+        }
+        verifier = TokenVerifier(issuers: issuers, apiKeys: apiKeys, clockSkew: TimeInterval(config.identity.clockSkewSeconds))
     }
 
     /// The development issuer lives on the admin listener, so its URL follows from the config.
@@ -75,11 +83,14 @@ public final class Gateway: Sendable {
     /// Ready to serve: the audit trail can be written and every issuer has keys to check tokens
     /// with. Anything less and requests would be refused anyway (fail closed).
     public func readiness() async -> [String: Bool] {
-        var checks: [String: Bool] = ["audit": await auditStore.isWritable()]
-        for issuer in issuers {
-            checks["issuer:\(issuer.settings.name)"] = await issuer.isReady
+        // Probing the store takes its write lock; a probe flood must not starve real appends.
+        await readinessCache.value(maxAge: .seconds(1)) {
+            var checks: [String: Bool] = ["audit": await self.auditStore.isWritable()]
+            for issuer in self.issuers {
+                checks["issuer:\(issuer.settings.name)"] = await issuer.isReady
+            }
+            return checks
         }
-        return checks
     }
 
     /// Runs until SIGINT/SIGTERM (or cancellation), then drains and checkpoints the audit trail.
@@ -94,7 +105,13 @@ public final class Gateway: Sendable {
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            try? await httpClient.shutdown()
+            throw error
+        }
+        try await httpClient.shutdown()
     }
 
     /// Records one event and waits until it is committed. Throwing means the trail could not be
@@ -130,5 +147,17 @@ public final class Gateway: Sendable {
             end = text.utf8.index(before: end)
         }
         return (String(text[..<end]), true)
+    }
+}
+
+/// The last readiness result, reused for a short while.
+actor ReadinessCache {
+    private var cached: (at: ContinuousClock.Instant, checks: [String: Bool])?
+
+    func value(maxAge: Duration, compute: @Sendable () async -> [String: Bool]) async -> [String: Bool] {
+        if let cached, ContinuousClock.now - cached.at < maxAge { return cached.checks }
+        let checks = await compute()
+        cached = (ContinuousClock.now, checks)
+        return checks
     }
 }

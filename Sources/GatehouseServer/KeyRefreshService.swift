@@ -11,6 +11,11 @@ struct KeyRefreshService: Service {
     let logger: Logger
 
     func run() async throws {
+        guard !issuers.isEmpty else {
+            // Nothing to refresh (API keys only); returning would end the whole service group.
+            try? await gracefulShutdown()
+            return
+        }
         await withDiscardingTaskGroup { group in
             for issuer in issuers {
                 group.addTask { await keepFresh(issuer) }

@@ -78,7 +78,9 @@ public final class APIKeyStore: Sendable {
                 SELECT id, name, groups, created_ms, revoked_ms FROM api_keys
                 WHERE id = ? OR (name = ? AND revoked_ms IS NULL) ORDER BY revoked_ms IS NULL DESC LIMIT 1
                 """, arguments: [idOrName, idOrName]) else {
-                throw GatehouseError("api-keys.not-found", "no key with id or active name \(idOrName)")
+                // Someone may paste the whole key here; never echo it back.
+                let shown = idOrName.hasPrefix(Self.prefix) ? "(a key)" : idOrName
+                throw GatehouseError("api-keys.not-found", "no key with id or active name \(shown)")
             }
             var info = Self.info(row)
             if info.revokedAt == nil {

@@ -14,6 +14,9 @@ struct CompactJWT {
 
     let header: Header
     let claims: [String: JSONValue]
+    /// `base64url(header) + "." + base64url(payload)`, the bytes the signature covers.
+    let signingInput: [UInt8]
+    let signature: Data
 
     init(_ token: String) throws(TokenRejection) {
         guard token.utf8.count <= Self.maximumBytes else {
@@ -24,7 +27,7 @@ struct CompactJWT {
             throw TokenRejection(.malformed, "token is not a compact JWS (expected 3 parts, found \(parts.count))")
         }
         guard let headerBytes = Self.base64URLDecode(parts[0]), let payloadBytes = Self.base64URLDecode(parts[1]),
-              Self.base64URLDecode(parts[2]) != nil else {
+              let signature = Self.base64URLDecode(parts[2]) else {
             throw TokenRejection(.malformed, "token part is not base64url")
         }
         guard let header = try? JSONDecoder().decode(Header.self, from: headerBytes) else {
@@ -39,6 +42,8 @@ struct CompactJWT {
         }
         self.header = header
         self.claims = claims
+        self.signingInput = Array(token.utf8[..<token.utf8.index(token.utf8.startIndex, offsetBy: parts[0].utf8.count + 1 + parts[1].utf8.count)])
+        self.signature = signature
     }
 
     static func base64URLDecode(_ text: Substring) -> Data? {

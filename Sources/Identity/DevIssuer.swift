@@ -18,12 +18,12 @@ public struct DevIssuer: Sendable {
         self.issuerURL = issuerURL
         self.audience = audience
         let fileManager = FileManager.default
-        if let pem = try? String(contentsOfFile: keyPath, encoding: .utf8) {
-            do {
-                key = try ES256PrivateKey(pem: pem)
-            } catch {
-                throw GatehouseError("dev-issuer.key", "development issuer key at \(keyPath) is not a P-256 private key")
+        if fileManager.fileExists(atPath: keyPath) {
+            // An existing key that cannot be read is an error, never a reason to replace it.
+            guard let pem = try? String(contentsOfFile: keyPath, encoding: .utf8), let loaded = try? ES256PrivateKey(pem: pem) else {
+                throw GatehouseError("dev-issuer.key", "development issuer key at \(keyPath) cannot be read as a P-256 private key")
             }
+            key = loaded
         } else {
             key = ES256PrivateKey()
             let directory = URL(fileURLWithPath: keyPath).deletingLastPathComponent().path

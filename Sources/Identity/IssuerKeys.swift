@@ -5,41 +5,47 @@ import Logging
 import Metrics
 
 /// One issuer's signing keys, fetched through OIDC discovery and kept fresh. Each key is pinned to
-/// one algorithm when it is loaded, so a token cannot choose how it is checked.
+/// one algorithm when it is loaded, and a token is verified with exactly the key its `kid` names,
+/// so a token cannot choose how it is checked.
 public actor IssuerKeys {
     public nonisolated let settings: IssuerSettings
     private let fetcher: any KeySetFetching
     private let minimumRefetchInterval: TimeInterval
+    /// Upper bound on one refresh (discovery and key set, bodies included): requests waiting on an
+    /// unknown `kid` wait at most this long, however slowly the provider answers.
+    private let fetchDeadline: Duration
     private let now: @Sendable () -> Date
     private let logger: Logger
     private let refreshFailures: Counter
 
-    private var pinned: [String: JWK.Algorithm] = [:]
-    private var collection = JWTKeyCollection()
-    private var jwksURI: String?
+    struct PinnedKey: Sendable {
+        var algorithm: JWK.Algorithm
+        var verifier: any JWTAlgorithm
+    }
+
+    private var keys: [String: PinnedKey] = [:]
     private var lastAttempt: Date?
     private var inFlight: Task<Void, Error>?
-    public private(set) var lastRefresh: Date?
 
     public init(
         settings: IssuerSettings,
         fetcher: any KeySetFetching,
         minimumRefetchInterval: TimeInterval = 30,
+        fetchDeadline: Duration = .seconds(5),
         now: @escaping @Sendable () -> Date = { Date() },
         logger: Logger = Logger(label: "gatehouse.identity")
     ) {
         self.settings = settings
         self.fetcher = fetcher
         self.minimumRefetchInterval = minimumRefetchInterval
+        self.fetchDeadline = fetchDeadline
         self.now = now
         self.logger = logger
         self.refreshFailures = Counter(label: "gatehouse_jwks_refresh_failures_total", dimensions: [("issuer", settings.name)])
     }
 
     /// True once a usable key set has been loaded.
-    public var isReady: Bool { !pinned.isEmpty }
-
-    public var keyIDs: [String] { pinned.keys.sorted() }
+    public var isReady: Bool { !keys.isEmpty }
 
     /// Fetches discovery and the key set now; concurrent callers share one fetch.
     public func refresh() async throws {
@@ -58,37 +64,37 @@ public actor IssuerKeys {
         }
     }
 
-    /// Installs a key set directly (the development issuer's own keys in tests, or a static set).
-    public func install(jwksJSON: Data) async throws {
-        try await install(parsing: jwksJSON)
-    }
-
     enum Lookup {
-        case found(JWK.Algorithm, JWTKeyCollection)
+        case found(PinnedKey)
         case unknown
         case noKeys
     }
 
     /// The key a token names. An unknown `kid` triggers one refetch, at most once per
-    /// `minimumRefetchInterval`, because rotation publishes new keys before tokens use them.
+    /// `minimumRefetchInterval`, because rotation publishes new keys before tokens use them. A
+    /// refresh already under way is always waited for: it may be bringing exactly this key.
     func key(for kid: String?) async -> Lookup {
         if let found = lookup(kid) { return found }
+        if let inFlight {
+            _ = try? await inFlight.value
+            if let found = lookup(kid) { return found }
+        }
         let mayRefetch = lastAttempt.map { now().timeIntervalSince($0) >= minimumRefetchInterval } ?? true
         if mayRefetch {
             try? await refresh()
             if let found = lookup(kid) { return found }
         }
-        return pinned.isEmpty ? .noKeys : .unknown
+        return keys.isEmpty ? .noKeys : .unknown
     }
 
     private func lookup(_ kid: String?) -> Lookup? {
         if let kid {
-            return pinned[kid].map { .found($0, collection) }
+            return keys[kid].map { .found($0) }
         }
         // Some providers publish a single key and omit `kid`; with several keys a kid-less token is
         // ambiguous and refused.
-        if pinned.count == 1, let only = pinned.first {
-            return .found(only.value, collection)
+        if keys.count == 1, let only = keys.first {
+            return .found(only.value)
         }
         return nil
     }
@@ -100,28 +106,34 @@ public actor IssuerKeys {
 
     private func fetchAndInstall() async throws {
         lastAttempt = now()
-        let discovery: DiscoveryDocument
-        do {
-            discovery = try JSONDecoder().decode(DiscoveryDocument.self, from: try await fetcher.fetch(settings.discoveryURL))
-        } catch let error as GatehouseError {
-            throw error
-        } catch {
-            throw GatehouseError("identity.discovery", "discovery document of issuer \(settings.name) is unusable")
+        let (settings, fetcher) = (self.settings, self.fetcher)
+        let keySet = try await withDeadline(fetchDeadline, what: "key set refresh of issuer \(settings.name)") {
+            try Self.requireSecureURL(settings.discoveryURL, what: "discovery URL", issuer: settings.name)
+            let discovery: DiscoveryDocument
+            do {
+                discovery = try JSONDecoder().decode(DiscoveryDocument.self, from: try await fetcher.fetch(settings.discoveryURL))
+            } catch let error as GatehouseError {
+                throw error
+            } catch {
+                throw GatehouseError("identity.discovery", "discovery document of issuer \(settings.name) is unusable")
+            }
+            // OpenID Connect Discovery §4.3: the document must name exactly the issuer we asked about.
+            guard discovery.issuer == settings.issuer else {
+                throw GatehouseError("identity.discovery-issuer", "discovery for \(settings.name) names a different issuer")
+            }
+            try Self.requireSecureURL(discovery.jwks_uri, what: "jwks_uri", issuer: settings.name)
+            return try await fetcher.fetch(discovery.jwks_uri)
         }
-        // OpenID Connect Discovery §4.3: the document must name exactly the issuer we asked about.
-        guard discovery.issuer == settings.issuer else {
-            throw GatehouseError("identity.discovery-issuer", "discovery for \(settings.name) names a different issuer")
-        }
-        guard let uri = URL(string: discovery.jwks_uri), let scheme = uri.scheme?.lowercased(), let host = uri.host,
-              scheme == "https" || (scheme == "http" && Self.isLoopback(host)) else {
-            throw GatehouseError("identity.jwks-uri", "jwks_uri of issuer \(settings.name) must be https")
-        }
-        jwksURI = discovery.jwks_uri
-        try await install(parsing: try await fetcher.fetch(discovery.jwks_uri))
+        try await install(parsing: keySet)
     }
 
-    static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    /// Keys fetched over plain http can be swapped by anyone on the path; loopback is the exception
+    /// (the demo's and the tests' providers run there).
+    static func requireSecureURL(_ text: String, what: String, issuer: String) throws {
+        guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), let host = url.host,
+              scheme == "https" || (scheme == "http" && Loopback.contains(host: host)) else {
+            throw GatehouseError("identity.insecure-url", "\(what) of issuer \(issuer) must be https")
+        }
     }
 
     private struct RawKeySet: Decodable {
@@ -132,8 +144,7 @@ public actor IssuerKeys {
         guard let raw = try? JSONDecoder().decode(RawKeySet.self, from: data) else {
             throw GatehouseError("identity.jwks", "key set of issuer \(settings.name) is not a JWKS document")
         }
-        let fresh = JWTKeyCollection()
-        var freshPinned: [String: JWK.Algorithm] = [:]
+        var fresh: [String: PinnedKey] = [:]
         for (index, entry) in raw.keys.enumerated() {
             guard let object = entry.object else { continue }
             // Encryption keys are published in the same set and must never verify signatures.
@@ -144,21 +155,24 @@ public actor IssuerKeys {
                 continue
             }
             let kid = jwk.keyIdentifier?.string ?? "#\(index)"
+            // Two keys under one kid would make "the key this token names" ambiguous.
+            guard fresh[kid] == nil else {
+                throw GatehouseError("identity.jwks-duplicate-kid", "key set of issuer \(settings.name) publishes kid \(kid) twice")
+            }
             jwk.keyIdentifier = JWKIdentifier(string: kid)
             jwk.algorithm = algorithm
             do {
-                try await fresh.add(jwk: jwk)
-                freshPinned[kid] = algorithm
+                let single = JWTKeyCollection()
+                try await single.add(jwk: jwk)
+                fresh[kid] = PinnedKey(algorithm: algorithm, verifier: try await single.getKey(for: JWKIdentifier(string: kid), alg: algorithm.rawValue))
             } catch {
                 logger.debug("skipping key jwt-kit refused", metadata: ["issuer": "\(settings.name)", "kid": "\(kid)"])
             }
         }
-        guard !freshPinned.isEmpty else {
+        guard !fresh.isEmpty else {
             throw GatehouseError("identity.jwks-empty", "key set of issuer \(settings.name) has no usable signing key")
         }
-        collection = fresh
-        pinned = freshPinned
-        lastRefresh = now()
+        keys = fresh
     }
 
     /// The one algorithm a key may verify: the one it declares, or the only sensible one for its
@@ -182,5 +196,25 @@ public actor IssuerKeys {
             return algorithm
         }
         return allowed.first
+    }
+}
+
+/// Runs `operation`, or throws once `deadline` has passed (cancelling it).
+func withDeadline<T: Sendable>(
+    _ deadline: Duration,
+    what: String,
+    _ operation: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: deadline)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw GatehouseError("identity.timeout", "\(what) took longer than \(deadline)")
+        }
+        return value
     }
 }

@@ -52,11 +52,11 @@ public enum JSONValue: Sendable, Codable, Equatable {
         return nil
     }
 
-    /// A list of strings from either a JSON array or a space-separated string (both forms are common
-    /// for `groups`, `roles` and `scope`).
+    /// A list of strings from a JSON array, or a list of one from a single string (RFC 7519 allows
+    /// `aud` as either). A string is never split: "Domain Admins" is one group.
     public var stringList: [String] {
         switch self {
-        case .string(let value): value.split(separator: " ").map(String.init)
+        case .string(let value): [value]
         case .array(let values): values.compactMap(\.string)
         default: []
         }

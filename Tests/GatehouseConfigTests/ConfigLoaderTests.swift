@@ -96,6 +96,55 @@ struct ConfigLoaderTests {
         #expect(found.contains("gatehouse.yaml:12: connections[0].upstream must be an absolute http or https URL with a host"))
     }
 
+    @Test func keysMustNotTravelOverPlainHTTPOffLoopback() {
+        let found = problems("""
+            identity:
+              issuers:
+                - name: corp
+                  issuer: https://idp.example.com
+                  discovery_url: http://idp.example.com/.well-known/openid-configuration
+                  audiences: [gatehouse]
+                - name: local
+                  issuer: http://127.0.0.1:4593/api/oidc
+                  audiences: [gatehouse]
+                - name: tricky
+                  issuer: http://127.attacker.example
+                  audiences: [gatehouse]
+            """)
+        #expect(found == [
+            "gatehouse.yaml:5: identity.issuers[0].discovery_url must use https (plain http is allowed only on loopback)",
+            "gatehouse.yaml:11: identity.issuers[2].issuer must use https (plain http is allowed only on loopback)",
+        ])
+    }
+
+    @Test func issuersAreUniqueAndTheDevNameIsReserved() {
+        let found = problems("""
+            identity:
+              issuers:
+                - name: dev
+                  issuer: https://a.example.com
+                  audiences: [gatehouse]
+                - name: b
+                  issuer: https://a.example.com
+                  audiences: [gatehouse]
+            """)
+        #expect(found == [
+            "gatehouse.yaml:3: issuer name 'dev' is reserved for the development issuer",
+            "gatehouse.yaml:7: issuer https://a.example.com is already configured on line 4",
+        ])
+    }
+
+    @Test func relativeSecretFilesAreRelativeToTheConfigFile() throws {
+        let config = try load("""
+            connections:
+              - name: api
+                type: http
+                upstream: https://api.internal/
+                password: file:secrets/api-token
+            """)
+        #expect(config.connections.first?.password == .file("/etc/gatehouse/secrets/api-token"))
+    }
+
     @Test func aLiteralSecretIsRefusedWithoutEchoingIt() {
         let found = problems("""
             connections:

@@ -24,8 +24,10 @@ struct APIKeyStoreTests {
 
     @Test func onlyASaltedHashIsStored() throws {
         let (store, path) = try makeStore()
-        let (_, key) = try store.create(name: "ci-bot", groups: [])
-        let secret = String(key.split(separator: "_").last!)
+        let (info, key) = try store.create(name: "ci-bot", groups: [])
+        // The secret is everything after `ghk_<id>_` (it may itself contain `_`).
+        let secret = String(key.dropFirst("ghk_\(info.id)_".count))
+        #expect(secret.count == 43)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path)) + ((try? Data(contentsOf: URL(fileURLWithPath: path + "-wal"))) ?? Data())
         #expect(bytes.range(of: Data(secret.utf8)) == nil)
     }

@@ -78,6 +78,23 @@ struct TestIssuer {
     }
 }
 
+/// Claims of any shape, for tokens with malformed or unusual claim values.
+struct RawClaims: JWTPayload {
+    var claims: [String: JSONValue]
+    init(claims: [String: JSONValue]) { self.claims = claims }
+    init(from decoder: any Decoder) throws { claims = try [String: JSONValue](from: decoder) }
+    func encode(to encoder: any Encoder) throws { try claims.encode(to: encoder) }
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
+/// Never answers, like an identity provider that accepted the connection and hung.
+struct StalledFetcher: KeySetFetching {
+    func fetch(_ url: String) async throws -> Data {
+        try await Task.sleep(for: .seconds(3600))
+        return Data()
+    }
+}
+
 /// Builds a compact JWS from raw parts, for tokens no honest library would produce.
 func forge(header: [String: String], payload: TestIssuer.Claims, signature: [UInt8] = []) throws -> String {
     let encoder = JSONEncoder()
@@ -156,11 +173,15 @@ struct TokenVerifierTests {
         let other = JWTKeyCollection()
         await other.add(ecdsa: ES256PrivateKey(), kid: "stranger")
         let token = try await other.sign(TestIssuer.Claims(), kid: "stranger")
-        let verifierWithoutRateLimit = TokenVerifier(issuers: [idp.keySet(minimumRefetchInterval: 0)], apiKeys: nil)
-        #expect(rejection(await verifierWithoutRateLimit.verify(token, client: client)) == .unknownKeyID)
         // Rate limited: the verifier that fetched a moment ago does not fetch again.
         #expect(rejection(await verifier.verify(token, client: client)) == .unknownKeyID)
-        #expect(idp.fetcher.fetchCount == fetchesBefore + 2, "one discovery + one JWKS fetch for the unthrottled verifier only")
+        #expect(idp.fetcher.fetchCount == fetchesBefore)
+
+        let unthrottled = idp.verifier(minimumRefetchInterval: 0)
+        _ = try await unthrottled.verify(try await idp.sign(), client: client).get()
+        let loaded = idp.fetcher.fetchCount
+        #expect(rejection(await unthrottled.verify(token, client: client)) == .unknownKeyID)
+        #expect(idp.fetcher.fetchCount == loaded + 2, "one discovery + one key set fetch, then refused")
     }
 
     @Test func aRotatedKeyIsPickedUpByRefetchingOnAnUnknownKid() async throws {
@@ -210,17 +231,125 @@ struct TokenVerifierTests {
     }
 
     @Test(arguments: [
-        "not-a-token",
-        "a.b",
-        "a.b.c.d",
-        "!!!.e30.sig",
-        "e30.bm90IGpzb24.c2ln",  // payload is not JSON
-        "",
+        ("not-a-token", TokenRejection.Reason.malformed),
+        ("a.b", .malformed),
+        ("a.b.c.d", .malformed),
+        ("!!!.e30.sig", .malformed),
+        ("e30.bm90IGpzb24.c2ln", .malformed),  // payload is not JSON
+        ("eyJhbGciOiJSUzI1NiJ9.e30.c2ln", .malformed),  // no iss
+        ("", .missing),
     ])
-    func malformedTokensAreRejected(token: String) async throws {
+    func malformedTokensAreRejected(token: String, expected: TokenRejection.Reason) async throws {
         let idp = try await TestIssuer()
-        let reason = rejection(await idp.verifier().verify(token, client: client))
-        #expect(reason == .malformed || reason == .missing)
+        #expect(rejection(await idp.verifier().verify(token, client: client)) == expected)
+    }
+
+    @Test(arguments: [
+        ["exp": JSONValue.number(1e300)],
+        ["exp": .string("tomorrow")],
+        ["exp": .number(Date().timeIntervalSince1970 + 300), "nbf": .number(-1e300)],
+        ["exp": .number(Date().timeIntervalSince1970 + 300), "iat": .string("now")],
+        [:],  // no exp at all
+    ])
+    func timeClaimsThatAreMissingOrAbsurdAreMalformed(times: [String: JSONValue]) async throws {
+        let idp = try await TestIssuer()
+        var claims: [String: JSONValue] = ["iss": .string(TestIssuer.issuer), "sub": .string("alice"), "aud": .string("gatehouse")]
+        claims.merge(times) { $1 }
+        let token = try await idp.keys.sign(RawClaims(claims: claims), kid: "rsa-1")
+        #expect(rejection(await idp.verifier().verify(token, client: client)) == .malformed)
+    }
+
+    @Test func aSpaceSeparatedAudienceIsOneAudience() async throws {
+        let idp = try await TestIssuer()
+        let claims: [String: JSONValue] = [
+            "iss": .string(TestIssuer.issuer), "sub": .string("alice"), "aud": .string("other-api gatehouse"),
+            "exp": .number(Date().timeIntervalSince1970 + 300),
+        ]
+        let token = try await idp.keys.sign(RawClaims(claims: claims), kid: "rsa-1")
+        #expect(rejection(await idp.verifier().verify(token, client: client)) == .wrongAudience)
+    }
+
+    @Test func aKidlessTokenIsAcceptedOnlyWhenTheIssuerHasASingleKey() async throws {
+        let idp = try await TestIssuer()
+        let key = ES256PrivateKey()
+        let parameters = try #require(key.publicKey.parameters)
+        idp.publish([["kty": "EC", "crv": "P-256", "x": parameters.x, "y": parameters.y]])
+        let signer = JWTKeyCollection()
+        await signer.add(ecdsa: key)
+        let token = try await signer.sign(TestIssuer.Claims())
+        #expect(try await idp.verifier().verify(token, client: client).get().subject == "alice")
+
+        let other = try #require(ES256PrivateKey().publicKey.parameters)
+        idp.publish([
+            ["kty": "EC", "crv": "P-256", "x": parameters.x, "y": parameters.y],
+            ["kty": "EC", "crv": "P-256", "x": other.x, "y": other.y],
+        ])
+        #expect(rejection(await idp.verifier().verify(token, client: client)) == .unknownKeyID)
+    }
+
+    @Test func encryptionKeysAreNeverUsedToVerify() async throws {
+        let idp = try await TestIssuer()
+        let (n, e) = try idp.rsaKey.publicKey.getKeyPrimitives()
+        idp.publish([["kty": "RSA", "kid": "rsa-1", "use": "enc", "n": n.base64URLEncoded, "e": e.base64URLEncoded]])
+        #expect(rejection(await idp.verifier().verify(try await idp.sign(), client: client)) == .keysUnavailable)
+    }
+
+    @Test func aKeySetPublishingOneKidTwiceIsRefused() async throws {
+        let idp = try await TestIssuer()
+        let (n, e) = try idp.rsaKey.publicKey.getKeyPrimitives()
+        let other = try #require(ES256PrivateKey().publicKey.parameters)
+        idp.publish([
+            ["kty": "RSA", "kid": "rsa-1", "n": n.base64URLEncoded, "e": e.base64URLEncoded],
+            ["kty": "EC", "crv": "P-256", "kid": "rsa-1", "x": other.x, "y": other.y],
+        ])
+        let keys = idp.keySet()
+        await #expect(throws: GatehouseError.self) { try await keys.refresh() }
+        #expect(await keys.isReady == false)
+    }
+
+    @Test func discoveryNamingAnotherIssuerIsRefused() async throws {
+        let idp = try await TestIssuer()
+        idp.fetcher.publish(TestIssuer.issuer + "/.well-known/openid-configuration", ["issuer": .string("https://evil.test"), "jwks_uri": .string(TestIssuer.jwksURL)])
+        let keys = idp.keySet()
+        await #expect(throws: GatehouseError.self) { try await keys.refresh() }
+    }
+
+    @Test func aPlainHTTPKeySetOffLoopbackIsRefused() async throws {
+        let idp = try await TestIssuer()
+        idp.fetcher.publish(TestIssuer.issuer + "/.well-known/openid-configuration", ["issuer": .string(TestIssuer.issuer), "jwks_uri": .string("http://idp.test/keys")])
+        let keys = idp.keySet()
+        await #expect(throws: GatehouseError.self) { try await keys.refresh() }
+        #expect(await keys.isReady == false)
+    }
+
+    @Test func concurrentUnknownKidsShareOneRefetch() async throws {
+        let idp = try await TestIssuer()
+        let verifier = idp.verifier(minimumRefetchInterval: 0)
+        _ = try await verifier.verify(try await idp.sign(), client: client).get()
+        let before = idp.fetcher.fetchCount
+        let stranger = JWTKeyCollection()
+        await stranger.add(ecdsa: ES256PrivateKey(), kid: "stranger")
+        let token = try await stranger.sign(TestIssuer.Claims(), kid: "stranger")
+        let client = self.client
+        let reasons = await withTaskGroup(of: TokenRejection.Reason?.self) { group in
+            for _ in 0..<20 { group.addTask { rejection(await verifier.verify(token, client: client)) } }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(reasons.allSatisfy { $0 == .unknownKeyID })
+        // Each refetch is a discovery plus a key set fetch; concurrent misses join the one under way.
+        #expect(idp.fetcher.fetchCount - before < 20)
+    }
+
+    /// The provider never answers; without the deadline this would wait an hour (the time limit
+    /// fails it long before).
+    @Test(.timeLimit(.minutes(1)))
+    func aStalledProviderCannotHoldRequestsPastTheDeadline() async throws {
+        let keys = IssuerKeys(
+            settings: IssuerSettings(name: "slow", issuer: "https://slow.test", audiences: ["gatehouse"]),
+            fetcher: StalledFetcher(),
+            fetchDeadline: .milliseconds(200))
+        await #expect(throws: GatehouseError.self) { try await keys.refresh() }
+        #expect(await keys.isReady == false)
     }
 
     @Test func anOversizedTokenIsRejectedUnparsed() async throws {
