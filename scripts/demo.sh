@@ -9,8 +9,8 @@ CONFIG=examples/demo.yaml
 
 ./scripts/install-deps.sh --build-only
 echo "==> building gatehouse (first build of the dependencies takes a few minutes)"
-swift build --product gatehouse 2>&1 | { grep -Ev '^\[[0-9]+/[0-9]+\]' || true; }
-BIN="$(swift build --product gatehouse --show-bin-path)/gatehouse"
+swift build --product gatehouse 2>&1 | { grep -Ev '^\[[0-9]+/[0-9]+\]|swift-distributed-tracing|CMakeLists.txt' || true; }
+BIN=.build/debug/gatehouse
 [ -x "$BIN" ] || { echo "build failed" >&2; exit 1; }
 
 "$BIN" check --config "$CONFIG"
