@@ -18,7 +18,8 @@ BIN=.build/debug/gatehouse
 OUT="$(mktemp)"
 "$BIN" serve --config "$CONFIG" >"$OUT" &
 PID=$!
-trap 'kill -INT $PID 2>/dev/null; wait $PID; rm -f "$OUT"; exit 0' INT TERM
+# A background job of a script ignores SIGINT, so Ctrl-C is passed on as SIGTERM.
+trap 'kill -TERM $PID 2>/dev/null; wait $PID; rm -f "$OUT"; exit 0' INT TERM
 
 for _ in $(seq 1 100); do
   grep -q '^gatehouse ready' "$OUT" && break
