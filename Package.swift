@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -63,6 +64,29 @@ let package = Package(
             swiftSettings: strictSwift6
         ),
         .target(
+            name: "Policy",
+            dependencies: ["GatehouseCore"],
+            swiftSettings: strictSwift6
+        ),
+        .target(
+            name: "PostgresGateway",
+            dependencies: [
+                "GatehouseCore",
+                "PostgresWire",
+                "Identity",
+                "Audit",
+                "Policy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift6
+        ),
+        .target(
             name: "PostgresWire",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -78,6 +102,9 @@ let package = Package(
                 "GatehouseConfig",
                 "Identity",
                 "Audit",
+                "Policy",
+                "PostgresGateway",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -105,6 +132,7 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "GatehouseCore"], swiftSettings: strictSwift6),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"], swiftSettings: strictSwift6),
         .testTarget(
             name: "IdentityTests",

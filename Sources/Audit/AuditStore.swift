@@ -48,12 +48,15 @@ public struct AuditQuery: Sendable, Equatable {
     public var afterSeq: Int64?
     /// At most this many events; nil for all of them.
     public var limit: Int?
+    /// Only events of this session (one client connection).
+    public var session: String?
 
-    public init(since: Date? = nil, subject: String? = nil, afterSeq: Int64? = nil, limit: Int? = nil) {
+    public init(since: Date? = nil, subject: String? = nil, afterSeq: Int64? = nil, limit: Int? = nil, session: String? = nil) {
         self.since = since
         self.subject = subject
         self.afterSeq = afterSeq
         self.limit = limit
+        self.session = session
     }
 }
 

@@ -154,6 +154,10 @@ public final class SQLiteAuditStore: AuditStore {
             conditions.append("subject = ?")
             _ = arguments.append(contentsOf: [subject])
         }
+        if let session = query.session {
+            conditions.append("session = ?")
+            _ = arguments.append(contentsOf: [session])
+        }
         if let afterSeq = query.afterSeq {
             conditions.append("seq > ?")
             _ = arguments.append(contentsOf: [afterSeq])
@@ -313,6 +317,7 @@ public final class SQLiteAuditStore: AuditStore {
                 );
                 CREATE INDEX events_time ON events (time_ms);
                 CREATE INDEX events_subject ON events (subject, seq);
+                CREATE INDEX events_session ON events (session, seq);
                 CREATE TABLE checkpoints (
                     seq INTEGER PRIMARY KEY,
                     hash TEXT NOT NULL,

@@ -115,6 +115,11 @@ public enum ConfigLoader {
                           "dev: true needs a fixed admin.listen port (the development issuer's URL contains it)")
         }
 
+        let postgres = buildPostgres(top.section("postgres"), reader: reader)
+        if dev, let listen = postgres.listen, !listen.isLoopback {
+            reader.report(line: top.section("postgres")?.lineOf("listen") ?? top.lineOf("dev"),
+                          "dev: true is allowed only when every listener is on loopback; postgres.listen is \(listen)")
+        }
         let identity = buildIdentity(top.section("identity"), reader: reader, statePath: statePath)
         let audit = buildAudit(top.section("audit"), statePath: statePath)
         let connections = buildConnections(top, reader: reader)
@@ -127,6 +132,7 @@ public enum ConfigLoader {
             admin: .init(listen: adminListen),
             identity: identity,
             audit: audit,
+            postgres: postgres,
             connections: connections
         )
     }
@@ -209,6 +215,29 @@ public enum ConfigLoader {
         return audit
     }
 
+    private static func buildPostgres(_ section: ConfigSection?, reader: ConfigReader) -> GatehouseConfig.Postgres {
+        let tls = section?.section("tls")
+        let certificate = tls?.string("certificate").map(reader.resolvePath)
+        let key = tls?.string("key").map(reader.resolvePath)
+        if (certificate == nil) != (key == nil) {
+            reader.report(line: tls?.line ?? 1, "postgres.tls needs both certificate and key")
+        }
+        let requireTLS = tls?.bool("require") ?? false
+        if requireTLS && certificate == nil {
+            reader.report(line: tls?.lineOf("require") ?? 1, "postgres.tls.require needs a certificate and key")
+        }
+        tls?.finish()
+        let postgres = GatehouseConfig.Postgres(
+            listen: section?.listenAddress("listen"),
+            tlsCertificate: certificate,
+            tlsKey: key,
+            requireTLS: requireTLS,
+            maxFrameBytes: section?.int("max_frame_bytes", in: 1024...(1 << 30)) ?? 64 << 20,
+            maxRecordedRows: section?.int("max_recorded_rows", in: 0...100_000) ?? 100)
+        section?.finish()
+        return postgres
+    }
+
     private static func buildConnections(_ top: ConfigSection, reader: ConfigReader) -> [GatehouseConfig.Connection] {
         var connections: [GatehouseConfig.Connection] = []
         var seen: [String: Int] = [:]
@@ -231,6 +260,17 @@ public enum ConfigLoader {
             let username = entry.string("username")
             let password = entry.secret("password")
             let description = entry.string("description")
+            let allowSection = entry.section("allow")
+            let allow = GatehouseConfig.Connection.Access(
+                groups: allowSection?.strings("groups") ?? [],
+                subjects: allowSection?.strings("subjects") ?? [],
+                agents: allowSection?.strings("agents") ?? [])
+            allowSection?.finish()
+            let upstreamTLS = entry.choice("tls", as: GatehouseConfig.Connection.UpstreamTLS.self) ?? .disable
+            let caFile = entry.string("ca_file").map(reader.resolvePath)
+            if kind == .postgres && username == nil {
+                reader.report(line: entry.line, "\(path) needs 'username': the role the gateway logs in as")
+            }
             entry.finish()
             if let name {
                 if let first = seen[name] {
@@ -241,7 +281,8 @@ public enum ConfigLoader {
             }
             if let name, let kind, let upstream {
                 connections.append(.init(name: name, kind: kind, upstream: upstream, username: username,
-                                         password: password, description: description, line: entry.line))
+                                         password: password, description: description, allow: allow,
+                                         upstreamTLS: upstreamTLS, caFile: caFile, line: entry.line))
             }
         }
         return connections

@@ -12,7 +12,22 @@ public struct GatehouseConfig: Sendable {
     public var admin: Admin
     public var identity: Identity
     public var audit: Audit
+    public var postgres: Postgres
     public var connections: [Connection]
+
+    /// The PostgreSQL listener. Absent `listen` means the gateway does not speak PostgreSQL.
+    public struct Postgres: Sendable {
+        public var listen: ListenAddress?
+        /// PEM certificate chain and private key for TLS to clients; without them SSLRequest is refused.
+        public var tlsCertificate: String?
+        public var tlsKey: String?
+        /// Refuse any client that did not negotiate TLS (tokens travel as passwords).
+        public var requireTLS: Bool
+        /// Largest frame accepted from a client; larger ones end the session before memory is taken.
+        public var maxFrameBytes: Int
+        /// Result rows kept in the audit trail per statement.
+        public var maxRecordedRows: Int
+    }
 
     public struct Gateway: Sendable {
         /// Recorded in every audit event, so events from several replicas can be told apart.
@@ -81,12 +96,36 @@ public struct GatehouseConfig: Sendable {
             case http
         }
 
+        public struct Access: Sendable, Equatable {
+            public var groups: [String]
+            public var subjects: [String]
+            public var agents: [String]
+
+            public init(groups: [String] = [], subjects: [String] = [], agents: [String] = []) {
+                self.groups = groups
+                self.subjects = subjects
+                self.agents = agents
+            }
+        }
+
+        /// Like libpq's sslmode, for the gateway's own connection upstream.
+        public enum UpstreamTLS: String, Sendable, CaseIterable {
+            case disable
+            case require
+            case verifyFull = "verify-full"
+        }
+
         public var name: String
         public var kind: Kind
         public var upstream: URL
         public var username: String?
         public var password: SecretReference?
         public var description: String?
+        /// Who may use the connection at all. Empty lists everywhere: nobody (fail closed).
+        public var allow: Access
+        public var upstreamTLS: UpstreamTLS
+        /// PEM roots for `verify-full` against a private CA; the system roots otherwise.
+        public var caFile: String?
         /// Line in the config file, for later diagnostics about this connection.
         public var line: Int
     }

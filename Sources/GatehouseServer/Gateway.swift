@@ -6,6 +6,9 @@ import GatehouseCore
 import Hummingbird
 import Identity
 import Logging
+import NIOSSL
+import Policy
+import PostgresGateway
 import ServiceLifecycle
 
 /// One running gateway: the stores, the identity checks and the listeners built from a
@@ -93,16 +96,41 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// Where the listeners ended up (ports matter when the config asks for port 0).
+    public struct BoundListeners: Sendable {
+        public var admin: Int
+        public var postgres: Int?
+    }
+
     /// Runs until SIGINT/SIGTERM (or cancellation), then drains and checkpoints the audit trail.
-    /// `onAdminRunning` receives the bound admin port (useful with port 0).
-    public func run(onAdminRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let admin = AdminListener(gateway: self).application(onRunning: onAdminRunning)
+    /// `onReady` is called once every listener is accepting connections.
+    public func run(onReady: @escaping @Sendable (BoundListeners) async -> Void = { _ in }) async throws {
+        let bound = BoundPorts(expected: config.postgres.listen == nil ? 1 : 2) { ports in
+            await onReady(BoundListeners(admin: ports["admin"] ?? 0, postgres: ports["postgres"]))
+        }
+        let admin = AdminListener(gateway: self).application { port in await bound.report("admin", port) }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: AuditFlushService(log: auditLog, logger: logger)),
+            .init(service: KeyRefreshService(issuers: issuers, interval: .seconds(config.identity.jwksRefreshSeconds), logger: logger)),
+            .init(service: admin),
+        ]
+        if let listen = config.postgres.listen {
+            let settings = try PostgresGatewaySettings(
+                host: listen.host,
+                port: listen.port,
+                tls: Self.serverTLS(config.postgres),
+                requireTLS: config.postgres.requireTLS,
+                maxFrameBytes: config.postgres.maxFrameBytes,
+                maxRecordedRows: config.postgres.maxRecordedRows,
+                maxPayloadBytes: config.audit.maxPayloadBytes,
+                node: config.gateway.node,
+                connections: Self.postgresTargets(config))
+            services.append(.init(service: PostgresListener(
+                settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
+                onBound: { port in await bound.report("postgres", port) })))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: AuditFlushService(log: auditLog, logger: logger)),
-                .init(service: KeyRefreshService(issuers: issuers, interval: .seconds(config.identity.jwksRefreshSeconds), logger: logger)),
-                .init(service: admin),
-            ],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         do {
@@ -147,6 +175,56 @@ public final class Gateway: Sendable {
             end = text.utf8.index(before: end)
         }
         return (String(text[..<end]), true)
+    }
+}
+
+extension Gateway {
+    static func serverTLS(_ postgres: GatehouseConfig.Postgres) throws -> NIOSSLContext? {
+        guard let certificate = postgres.tlsCertificate, let key = postgres.tlsKey else { return nil }
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+            let configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw GatehouseError("postgres.tls", "cannot load the PostgreSQL listener's TLS certificate or key")
+        }
+    }
+
+    static func postgresTargets(_ config: GatehouseConfig) -> [String: UpstreamTarget] {
+        var targets: [String: UpstreamTarget] = [:]
+        for connection in config.connections where connection.kind == .postgres {
+            let database = connection.upstream.path.split(separator: "/").first.map(String.init) ?? connection.username ?? ""
+            let secret = connection.password
+            targets[connection.name] = UpstreamTarget(
+                name: connection.name,
+                host: connection.upstream.host ?? "127.0.0.1",
+                port: connection.upstream.port ?? 5432,
+                database: database,
+                username: connection.username ?? "",
+                password: { try secret?.resolve() },
+                access: ConnectionAccess(
+                    connection: connection.name, groups: connection.allow.groups,
+                    subjects: connection.allow.subjects, agents: connection.allow.agents))
+        }
+        return targets
+    }
+}
+
+/// Collects the ports listeners bound, and reports once all have.
+actor BoundPorts {
+    private var ports: [String: Int] = [:]
+    private let expected: Int
+    private let onAll: @Sendable ([String: Int]) async -> Void
+
+    init(expected: Int, onAll: @escaping @Sendable ([String: Int]) async -> Void) {
+        self.expected = expected
+        self.onAll = onAll
+    }
+
+    func report(_ name: String, _ port: Int) async {
+        ports[name] = port
+        if ports.count == expected { await onAll(ports) }
     }
 }
 

@@ -9,7 +9,7 @@ struct Gatehouse: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatehouse",
         abstract: "An identity-aware gateway for AI coding agents.",
-        subcommands: [Serve.self, Check.self, AuditCommand.self, KeysCommand.self, DevCommand.self]
+        subcommands: [Serve.self, Check.self, AuditCommand.self, SessionsCommand.self, KeysCommand.self, DevCommand.self]
     )
 }
 
@@ -66,8 +66,9 @@ struct Serve: AsyncParsableCommand {
             throw fail("cannot start: \(error)")
         }
         let devIssuer = config.dev ? Gateway.devIssuerURL(config) : nil
-        try await gateway.run { port in
-            var line = "gatehouse ready: admin http://\(config.admin.listen.host):\(port)"
+        try await gateway.run { bound in
+            var line = "gatehouse ready: admin http://\(config.admin.listen.host):\(bound.admin)"
+            if let port = bound.postgres, let host = config.postgres.listen?.host { line += ", postgres \(host):\(port)" }
             if let devIssuer { line += ", dev issuer \(devIssuer)" }
             // Written unbuffered: scripts wait for this line on a pipe.
             FileHandle.standardOutput.write(Data((line + "\n").utf8))

@@ -12,7 +12,9 @@ import pytest
 import requests
 
 sys.path.insert(0, str(Path(__file__).parent / "idp"))
+sys.path.insert(0, str(Path(__file__).parent / "pg"))
 from glewlwyd import Glewlwyd, free_port  # noqa: E402
+from postgres import PostgresServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("GATEHOUSE_BIN", REPO / ".build" / "debug" / "gatehouse"))
@@ -26,9 +28,12 @@ def gatehouse(*args: str, check: bool = False, **kwargs) -> subprocess.Completed
 class Gateway:
     """A `gatehouse serve` process with its own config and state directory."""
 
-    def __init__(self, workdir: Path, extra_config: str = "", dev: bool = True, audit_config: str = ""):
+    def __init__(self, workdir: Path, extra_config: str = "", dev: bool = True, audit_config: str = "", env: dict | None = None):
         self.workdir = workdir
         self.port = free_port()
+        self.pg_port = free_port()
+        self.env = env
+        extra_config = extra_config.replace("PG_LISTEN_PORT", str(self.pg_port))
         self.config = workdir / "gatehouse.yaml"
         self.config.write_text(
             ("dev: true\n" if dev else "")
@@ -55,6 +60,7 @@ audit:
         self.process = subprocess.Popen(
             [str(BINARY), "serve", "--config", str(self.config)],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env={**os.environ, **(self.env or {})},
         )
         line = self.process.stdout.readline()
         assert line.startswith("gatehouse ready:"), f"unexpected first line {line!r}; log: {self.log_text()}"
@@ -102,8 +108,8 @@ def workdir(tmp_path: Path) -> Path:
 def gateway_factory(workdir: Path):
     started: list[Gateway] = []
 
-    def make(extra_config: str = "", dev: bool = True, start: bool = True, audit_config: str = "") -> Gateway:
-        gw = Gateway(workdir, extra_config, dev, audit_config)
+    def make(extra_config: str = "", dev: bool = True, start: bool = True, audit_config: str = "", env: dict | None = None) -> Gateway:
+        gw = Gateway(workdir, extra_config, dev, audit_config, env)
         started.append(gw)
         return gw.start() if start else gw
 
@@ -118,3 +124,11 @@ def gateway_factory(workdir: Path):
 def idp(workdir: Path):
     with Glewlwyd(workdir / "idp", free_port()) as provider:
         yield provider
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """One throwaway PostgreSQL for the whole run (initdb is the slow part)."""
+    with PostgresServer() as server:
+        server.pgbench_init("app")
+        yield server

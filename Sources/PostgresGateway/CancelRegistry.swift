@@ -1,0 +1,40 @@
+import NIOConcurrencyHelpers
+
+/// Maps the BackendKeyData the gateway gave a client to the upstream backend serving it, so a
+/// CancelRequest (which arrives on a new, unauthenticated connection) reaches the right server
+/// process. The client never learns the upstream's key.
+final class CancelRegistry: Sendable {
+    struct Upstream: Sendable, Equatable {
+        var host: String
+        var port: Int
+        var processID: Int32
+        var secretKey: Int32
+    }
+
+    struct Key: Hashable, Sendable {
+        var processID: Int32
+        var secretKey: Int32
+    }
+
+    private let entries = NIOLockedValueBox<[Key: Upstream]>([:])
+
+    /// A fresh random key for a client; never reused while registered.
+    func register(_ upstream: Upstream) -> Key {
+        entries.withLockedValue { entries in
+            var key: Key
+            repeat {
+                key = Key(processID: Int32.random(in: 1...Int32.max), secretKey: Int32.random(in: .min ... .max))
+            } while entries[key] != nil
+            entries[key] = upstream
+            return key
+        }
+    }
+
+    func lookup(_ key: Key) -> Upstream? {
+        entries.withLockedValue { $0[key] }
+    }
+
+    func remove(_ key: Key) {
+        _ = entries.withLockedValue { $0.removeValue(forKey: key) }
+    }
+}

@@ -1,0 +1,656 @@
+import Audit
+import Foundation
+import GatehouseCore
+import Identity
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresWire
+
+/// One client connection: TLS negotiation, token authentication, the upstream login with the
+/// gateway's own credentials, then relaying in both directions while every statement is recorded
+/// before it is forwarded. Lives on the client channel's event loop; the upstream channel uses the
+/// same loop, so no state is shared across threads.
+final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ClientInbound
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case awaitingStartup
+        case awaitingPassword(StartupMessage)
+        case authenticating
+        case connectingUpstream
+        case upstreamLogin(UpstreamLogin)
+        case relaying
+        case closed
+    }
+
+    private struct UpstreamLogin {
+        var scram: SCRAMSHA256Client?
+    }
+
+    private let environment: SessionEnvironment
+    private let logger: Logger
+    private var state = State.awaitingStartup
+    private var context: ChannelHandlerContext?
+    private var usesTLS = false
+
+    private let sessionID = UUID().uuidString.lowercased()
+    private var client = ClientInfo()
+    private var principal: Principal?
+    private var target: UpstreamTarget?
+    private var upstream: Channel?
+    private var cancelKey: CancelRegistry.Key?
+    private var startupParameters: [StartupParameter] = []
+
+    /// Client frames wait here while an audit event is being committed; order is preserved and the
+    /// client is not read from until the queue drains.
+    private var pending: [PostgresFrame] = []
+    private var waitingForAudit = false
+
+    /// Extended protocol: what each prepared statement and portal will run, for the trail.
+    private var statements: [String: (sql: String, parameterTypes: [UInt32])] = [:]
+    private var portals: [String: (sql: String, parameters: [String?], formats: [Int16])] = [:]
+    private var tracker: StatementTracker
+
+    init(environment: SessionEnvironment, logger: Logger) {
+        self.environment = environment
+        self.tracker = StatementTracker(maxRecordedRows: environment.settings.maxRecordedRows)
+        var logger = logger
+        logger[metadataKey: "session"] = "\(sessionID)"
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        client.address = context.channel.remoteAddress.map(Self.describe)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        close(reason: "client disconnected")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // Malformed or oversized input ends this one session, with a reason, never the process.
+        let message = (error as? PostgresWireError)?.description ?? "protocol error"
+        fatal(sqlState: "08P01", message: message)
+    }
+
+    // MARK: - Client input
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .startup(let packet):
+            handleStartup(packet, context: context)
+        case .frame(let frame):
+            handleFrame(frame)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        upstream?.flush()
+        context.fireChannelReadComplete()
+    }
+
+    private func handleStartup(_ packet: StartupPacket, context: ChannelHandlerContext) {
+        guard case .awaitingStartup = state else {
+            return fatal(sqlState: "08P01", message: "unexpected startup packet")
+        }
+        switch packet {
+        case .sslRequest:
+            guard !usesTLS, let tls = environment.settings.tls else {
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "N")), promise: nil)
+                return
+            }
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "S")), promise: nil)
+            // Added in front of the decoder: the client sends its TLS hello only after reading "S".
+            do {
+                try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
+                usesTLS = true
+            } catch {
+                fatal(sqlState: "08P01", message: "TLS could not be started")
+            }
+        case .gssEncRequest:
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "N")), promise: nil)
+        case .cancel(let processID, let secretKey):
+            forwardCancel(CancelRegistry.Key(processID: processID, secretKey: secretKey))
+            context.close(promise: nil)
+            state = .closed
+        case .startup(let message):
+            if environment.settings.requireTLS && !usesTLS {
+                return fatal(sqlState: "28000", message: "this gateway requires TLS (sslmode=require)")
+            }
+            if message["replication"].map({ $0 != "false" && $0 != "0" }) ?? false {
+                return fatal(sqlState: "0A000", message: "replication connections are not supported through the gateway")
+            }
+            client.application = message["application_name"].map { String($0.prefix(256)) }
+            state = .awaitingPassword(message)
+            var buffer = context.channel.allocator.buffer(capacity: 9)
+            PostgresEncoder.backend(.authentication(.cleartextPassword), into: &buffer)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        }
+    }
+
+    private func handleFrame(_ frame: PostgresFrame) {
+        switch state {
+        case .awaitingPassword(let startup):
+            guard frame.type == UInt8(ascii: "p"), let token = try? FrontendMessage.parsePasswordMessage(frame.body) else {
+                return fatal(sqlState: "08P01", message: "expected a password message carrying the token")
+            }
+            state = .authenticating
+            authenticate(token: token, startup: startup)
+        case .relaying:
+            if waitingForAudit {
+                pending.append(frame)
+            } else {
+                relay(frame)
+            }
+        case .closed:
+            break
+        default:
+            fatal(sqlState: "08P01", message: "unexpected message before the session was ready")
+        }
+    }
+
+    // MARK: - Authentication and upstream login
+
+    private func authenticate(token: String, startup: StartupMessage) {
+        guard let context else { return }
+        let environment = self.environment
+        let client = self.client
+        let database = startup["database"] ?? startup["user"] ?? ""
+        let sessionID = self.sessionID
+        context.eventLoop.makeFutureWithTask { () -> Result<(Principal, UpstreamTarget), SessionRefusal> in
+            let verified = await environment.verifier.verify(token, client: client)
+            let refusal: SessionRefusal
+            switch verified {
+            case .failure(let rejection):
+                refusal = SessionRefusal(sqlState: "28P01", message: TokenRejection.clientMessage, principal: nil,
+                                         decision: .deny(rule: "identity", reason: rejection.description), errorCode: rejection.reason.rawValue)
+            case .success(let principal):
+                guard let target = environment.settings.connections[database] else {
+                    refusal = SessionRefusal(sqlState: "3D000", message: "connection \"\(Self.printable(database))\" is not configured on this gateway",
+                                             principal: principal, decision: .deny(rule: "connection", reason: "unknown connection"), errorCode: "3D000")
+                    break
+                }
+                let decision = target.access.decide(for: principal)
+                guard decision.effect == .allow else {
+                    refusal = SessionRefusal(sqlState: "42501", message: "\(principal.subject) may not use connection \(target.name)",
+                                             principal: principal, decision: decision, errorCode: "42501")
+                    break
+                }
+                do {
+                    _ = try await environment.auditLog.append(Self.connectRecord(environment, sessionID, principal, client, target.name, decision))
+                } catch {
+                    return .failure(SessionRefusal.auditUnavailable)
+                }
+                return .success((principal, target))
+            }
+            // A refused attempt is recorded too; if even that cannot be written, the answer stays no.
+            _ = try? await environment.auditLog.append(Self.connectRecord(
+                environment, sessionID, refusal.principal, client, database.isEmpty ? nil : Self.printable(database), refusal.decision,
+                outcome: .init(status: "refused", errorCode: refusal.errorCode)))
+            return .failure(refusal)
+        }.assumeIsolated().whenSuccess { result in
+            switch result {
+            case .failure(let refusal):
+                self.fatal(sqlState: refusal.sqlState, message: refusal.message)
+            case .success(let (principal, target)):
+                self.principal = principal
+                self.target = target
+                self.startupParameters = startup.parameters.filter { !["user", "database"].contains($0.name) }
+                self.connectUpstream(target)
+            }
+        }
+    }
+
+    private func connectUpstream(_ target: UpstreamTarget) {
+        guard let context else { return }
+        state = .connectingUpstream
+        let maxFrame = environment.settings.maxFrameBytes
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(.seconds(10))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PostgresFrameDecoder(maximumFrameLength: maxFrame)))
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(session: bound))
+                }
+            }
+            .connect(host: target.host, port: target.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .failure:
+                    self.fatal(sqlState: "08006", message: "the database behind connection \(target.name) is unreachable")
+                case .success(let channel):
+                    guard case .connectingUpstream = self.state else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    self.upstream = channel
+                    self.state = .upstreamLogin(UpstreamLogin())
+                    var parameters = [StartupParameter(name: "user", value: target.username), StartupParameter(name: "database", value: target.database)]
+                    parameters += self.startupParameters
+                    var buffer = channel.allocator.buffer(capacity: 128)
+                    PostgresEncoder.startup(StartupMessage(protocolVersion: 196_608, parameters: parameters), into: &buffer)
+                    channel.writeAndFlush(buffer, promise: nil)
+                }
+            }
+    }
+
+    /// Server messages during the upstream login. Authentication requests are answered with the
+    /// gateway's credential and never shown to the client; the rest of the startup (parameter
+    /// status, key data, ready) is passed on, with the gateway's own cancel key.
+    private func upstreamLoginMessage(_ frame: PostgresFrame, login: inout UpstreamLogin) {
+        guard let upstream, let target, let context else { return }
+        let message: BackendMessage
+        do {
+            message = try BackendMessage.parse(frame)
+        } catch {
+            return fatal(sqlState: "08P01", message: "the database sent a malformed message")
+        }
+        func password() -> String? {
+            (try? target.password()) ?? nil
+        }
+        var reply = upstream.allocator.buffer(capacity: 128)
+        switch message {
+        case .authentication(.ok):
+            var ok = context.channel.allocator.buffer(capacity: 9)
+            PostgresEncoder.backend(.authentication(.ok), into: &ok)
+            context.write(wrapOutboundOut(ok), promise: nil)
+            return
+        case .authentication(.cleartextPassword):
+            guard let secret = password() else { return fatal(sqlState: "28000", message: "the gateway has no credential for connection \(target.name)") }
+            PostgresEncoder.password(secret, into: &reply)
+        case .authentication(.md5Password(let salt)):
+            guard let secret = password() else { return fatal(sqlState: "28000", message: "the gateway has no credential for connection \(target.name)") }
+            PostgresEncoder.password(MD5Authentication.response(user: target.username, password: secret, salt: salt), into: &reply)
+        case .authentication(.sasl(let mechanisms)):
+            guard mechanisms.contains(SCRAMSHA256Client.mechanism), let secret = password() else {
+                return fatal(sqlState: "28000", message: "the database for connection \(target.name) asks for an unsupported login method")
+            }
+            var scram = SCRAMSHA256Client(password: secret)
+            PostgresEncoder.saslInitialResponse(mechanism: SCRAMSHA256Client.mechanism, data: scram.clientFirstMessage(), into: &reply)
+            login.scram = scram
+        case .authentication(.saslContinue(let data)):
+            guard var scram = login.scram, let final = try? scram.handleServerFirst(Array(buffer: data)) else {
+                return fatal(sqlState: "28000", message: "the gateway could not log in to connection \(target.name)")
+            }
+            login.scram = scram
+            PostgresEncoder.saslResponse(final, into: &reply)
+        case .authentication(.saslFinal(let data)):
+            // The server proves it knows the password too; a server that cannot is not the database.
+            guard let scram = login.scram, (try? scram.verifyServerFinal(Array(buffer: data))) != nil else {
+                return fatal(sqlState: "28000", message: "the database for connection \(target.name) failed to prove its identity")
+            }
+            return
+        case .authentication:
+            return fatal(sqlState: "28000", message: "the database for connection \(target.name) asks for an unsupported login method")
+        case .errorResponse(let fields):
+            logger.warning("upstream login failed", metadata: ["connection": "\(target.name)", "sqlstate": "\(fields.sqlState ?? "")"])
+            return fatal(sqlState: fields.sqlState ?? "28000", message: "the gateway could not log in to connection \(target.name)")
+        case .backendKeyData(let processID, let secretKey):
+            let key = environment.cancels.register(.init(host: target.host, port: target.port, processID: processID, secretKey: secretKey))
+            cancelKey = key
+            var buffer = context.channel.allocator.buffer(capacity: 13)
+            PostgresEncoder.backend(.backendKeyData(processID: key.processID, secretKey: key.secretKey), into: &buffer)
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            return
+        case .readyForQuery:
+            state = .relaying
+            writeToClient(frame)
+            context.flush()
+            return
+        default:
+            writeToClient(frame)
+            return
+        }
+        upstream.writeAndFlush(reply, promise: nil)
+    }
+
+    // MARK: - Relaying
+
+    /// Client → server. Statements are recorded (and committed) before they are forwarded.
+    private func relay(_ frame: PostgresFrame) {
+        guard let upstream else { return }
+        let now = ContinuousClock.now
+        switch frame.type {
+        case UInt8(ascii: "Q"):
+            guard case .query(let sql) = try? FrontendMessage.parse(frame) else { return malformed() }
+            recordThenForward(frame, sql: sql, parameters: nil, kind: "sql.query") { seq in
+                self.tracker.querySent(.init(requestSeq: seq, sql: sql, started: now))
+            }
+            return
+        case UInt8(ascii: "P"):
+            guard case .parse(let parse) = try? FrontendMessage.parse(frame) else { return malformed() }
+            statements[parse.statementName] = (parse.query, parse.parameterTypes)
+        case UInt8(ascii: "B"):
+            guard case .bind(let bind) = try? FrontendMessage.parse(frame) else { return malformed() }
+            let statement = statements[bind.statementName] ?? ("", [])
+            let sql = statement.sql
+            let parameters = bind.parameters.enumerated().map { index, value -> String? in
+                let formats = bind.parameterFormats
+                let binary = formats.count == 1 ? formats[0] == 1 : (index < formats.count && formats[index] == 1)
+                let type = index < statement.parameterTypes.count ? statement.parameterTypes[index] : 0
+                return value.map { binary ? BinaryValue.text($0, typeOID: type) : StatementTracker.text($0, binary: false) }
+            }
+            portals[bind.portalName] = (sql, parameters, bind.resultFormats)
+        case UInt8(ascii: "E"):
+            guard case .execute(let portalName, _) = try? FrontendMessage.parse(frame) else { return malformed() }
+            let portal = portals[portalName] ?? ("", [], [])
+            recordThenForward(frame, sql: portal.sql, parameters: portal.parameters, kind: "sql.execute") { seq in
+                self.tracker.executeSent(.init(requestSeq: seq, sql: portal.sql, started: now, resultFormats: portal.formats))
+            }
+            return
+        case UInt8(ascii: "C"):
+            if case .close(let target, let name) = try? FrontendMessage.parse(frame) {
+                switch target {
+                case .statement: statements[name] = nil
+                case .portal: portals[name] = nil
+                }
+            }
+        case UInt8(ascii: "S"):
+            tracker.syncSent()
+        case UInt8(ascii: "X"):
+            close(reason: "client terminated")
+            return
+        default:
+            break
+        }
+        writeToUpstream(frame, upstream: upstream)
+    }
+
+    private func malformed() {
+        fatal(sqlState: "08P01", message: "malformed message")
+    }
+
+    /// Commits the request event, then forwards; while waiting, later frames queue behind it.
+    private func recordThenForward(
+        _ frame: PostgresFrame, sql: String, parameters: [String?]?, kind: String, sent: @escaping (Int64) -> Void
+    ) {
+        guard let context else { return }
+        waitingForAudit = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        let record = AuditRecord(
+            node: environment.settings.node,
+            session: sessionID,
+            principal: principal,
+            client: client,
+            connection: target?.name,
+            operation: .init(kind: kind, text: Self.describe(sql: sql, parameters: parameters), intent: Self.intent(in: sql)),
+            decision: .allow(rule: target.map { "connection:\($0.name):allow" }, reason: nil))
+        let auditLog = environment.auditLog
+        context.eventLoop.makeFutureWithTask { try await auditLog.append(record) }
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .failure:
+                    self.fatal(sqlState: "58000", message: "the audit trail cannot be written; statement refused")
+                case .success(let event):
+                    guard let upstream = self.upstream else { return }
+                    sent(event.seq)
+                    self.writeToUpstream(frame, upstream: upstream)
+                    self.waitingForAudit = false
+                    self.drainPending()
+                }
+            }
+    }
+
+    private func drainPending() {
+        while !waitingForAudit, !pending.isEmpty, case .relaying = state {
+            relay(pending.removeFirst())
+        }
+        upstream?.flush()
+        if !waitingForAudit, let context {
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            context.read()
+        }
+    }
+
+    private func writeToUpstream(_ frame: PostgresFrame, upstream: Channel) {
+        var buffer = upstream.allocator.buffer(capacity: frame.body.readableBytes + 5)
+        PostgresEncoder.frame(frame, into: &buffer)
+        upstream.write(buffer, promise: nil)
+    }
+
+    /// Server → client, called by the upstream handler on this loop.
+    func upstreamRead(_ frame: PostgresFrame) {
+        switch state {
+        case .upstreamLogin(var login):
+            upstreamLoginMessage(frame, login: &login)
+            if case .upstreamLogin = state { state = .upstreamLogin(login) }
+        case .relaying:
+            track(frame)
+            writeToClient(frame)
+        default:
+            break
+        }
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstreamClosed() {
+        if case .closed = state { return }
+        fatal(sqlState: "08006", message: "the database closed the connection")
+    }
+
+    private func track(_ frame: PostgresFrame) {
+        let now = ContinuousClock.now
+        let finished: [StatementTracker.Outcome]
+        switch frame.type {
+        case UInt8(ascii: "D") where !tracker.wantsRowValues:
+            tracker.countRow()
+            return
+        case UInt8(ascii: "T"), UInt8(ascii: "D"), UInt8(ascii: "C"), UInt8(ascii: "E"), UInt8(ascii: "Z"),
+             UInt8(ascii: "I"), UInt8(ascii: "s"):
+            guard let message = try? BackendMessage.parse(frame) else { return }
+            finished = tracker.receive(message, now: now)
+        default:
+            return
+        }
+        for outcome in finished {
+            recordOutcome(outcome)
+        }
+    }
+
+    /// The result event: written after the fact and not waited for, linked to its request event.
+    private func recordOutcome(_ outcome: StatementTracker.Outcome) {
+        let duration = (outcome.finished ?? ContinuousClock.now) - outcome.statement.started
+        let payload = Self.payload(outcome, maxBytes: environment.settings.maxPayloadBytes)
+        let status: String = outcome.skipped ? "skipped" : outcome.sqlState != nil ? "error" : outcome.suspended ? "suspended" : "ok"
+        let record = AuditRecord(
+            node: environment.settings.node,
+            session: sessionID,
+            principal: principal,
+            client: client,
+            connection: target?.name,
+            operation: .init(kind: "sql.result", text: "result of event \(outcome.statement.requestSeq)"),
+            decision: .allow(rule: target.map { "connection:\($0.name):allow" }, reason: nil),
+            outcome: .init(
+                status: outcome.commandTags.isEmpty ? status : outcome.commandTags.joined(separator: "; "),
+                rows: outcome.rows,
+                errorCode: outcome.sqlState,
+                error: outcome.errorMessage.map { String($0.prefix(1024)) },
+                durationMicros: Int64(duration.components.seconds) * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000),
+            payload: payload.text,
+            payloadTruncated: payload.truncated ? true : nil)
+        let auditLog = environment.auditLog
+        let logger = self.logger
+        Task {
+            do {
+                _ = try await auditLog.append(record)
+            } catch {
+                logger.error("result event could not be recorded", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func writeToClient(_ frame: PostgresFrame) {
+        guard let context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: frame.body.readableBytes + 5)
+        PostgresEncoder.frame(frame, into: &buffer)
+        context.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    // MARK: - Ending
+
+    /// Sends the client a FATAL error and ends the session.
+    private func fatal(sqlState: String, message: String) {
+        if case .closed = state { return }
+        if let context, context.channel.isActive {
+            var buffer = context.channel.allocator.buffer(capacity: 64 + message.utf8.count)
+            PostgresEncoder.errorResponse(severity: "FATAL", sqlState: sqlState, message: message, into: &buffer)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+        }
+        close(reason: message, closeClient: false)
+    }
+
+    private func close(reason: String, closeClient: Bool = true) {
+        if case .closed = state { return }
+        let wasRelaying: Bool
+        if case .relaying = state { wasRelaying = true } else { wasRelaying = false }
+        state = .closed
+        if let cancelKey { environment.cancels.remove(cancelKey) }
+        if let upstream {
+            var buffer = upstream.allocator.buffer(capacity: 5)
+            PostgresEncoder.terminate(into: &buffer)
+            upstream.writeAndFlush(buffer).whenComplete { _ in upstream.close(promise: nil) }
+        }
+        upstream = nil
+        if wasRelaying {
+            let record = AuditRecord(
+                node: environment.settings.node, session: sessionID, principal: principal, client: client,
+                connection: target?.name, operation: .init(kind: "pg.disconnect", text: reason),
+                decision: .allow(rule: nil, reason: nil))
+            let auditLog = environment.auditLog
+            Task { _ = try? await auditLog.append(record) }
+        }
+        if closeClient, let context, context.channel.isActive {
+            context.close(promise: nil)
+        }
+    }
+
+    private func forwardCancel(_ key: CancelRegistry.Key) {
+        guard let context, let upstream = environment.cancels.lookup(key) else { return }
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(.seconds(5))
+            .connect(host: upstream.host, port: upstream.port)
+            .whenSuccess { channel in
+                var buffer = channel.allocator.buffer(capacity: 16)
+                PostgresEncoder.cancelRequest(processID: upstream.processID, secretKey: upstream.secretKey, into: &buffer)
+                channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+            }
+    }
+
+    // MARK: - Records
+
+    private static func connectRecord(
+        _ environment: SessionEnvironment, _ session: String, _ principal: Principal?, _ client: ClientInfo,
+        _ connection: String?, _ decision: Decision, outcome: AuditRecord.Outcome? = nil
+    ) -> AuditRecord {
+        AuditRecord(
+            node: environment.settings.node, session: session, principal: principal, client: client,
+            connection: connection, operation: .init(kind: "pg.connect", text: "connect to \(connection ?? "(none)")"),
+            decision: decision, outcome: outcome)
+    }
+
+    /// The statement as recorded: its SQL, then the bound parameter values, if any.
+    static func describe(sql: String, parameters: [String?]?) -> String {
+        guard let parameters, !parameters.isEmpty else { return sql }
+        let values = parameters.enumerated().map { index, value in
+            "$\(index + 1)=" + (value.map { "'" + $0.replacingOccurrences(of: "'", with: "''") + "'" } ?? "NULL")
+        }
+        return sql + "\n-- parameters: " + values.joined(separator: ", ")
+    }
+
+    /// A leading `/* intent: ... */` comment: why the agent says it runs the statement.
+    static func intent(in sql: String) -> String? {
+        let trimmed = sql.drop { $0.isWhitespace }
+        guard trimmed.hasPrefix("/*"), let end = trimmed.range(of: "*/") else { return nil }
+        let comment = trimmed[trimmed.index(trimmed.startIndex, offsetBy: 2)..<end.lowerBound].trimmingCharacters(in: .whitespaces)
+        guard comment.lowercased().hasPrefix("intent:") else { return nil }
+        return String(comment.dropFirst("intent:".count).trimmingCharacters(in: .whitespaces).prefix(1024))
+    }
+
+    static func payload(_ outcome: StatementTracker.Outcome, maxBytes: Int) -> (text: String?, truncated: Bool) {
+        guard !outcome.columns.isEmpty || !outcome.recordedRows.isEmpty else { return (nil, false) }
+        let object: [String: Any] = [
+            "columns": outcome.columns,
+            "rows": outcome.recordedRows.map { $0.map { $0 as Any? ?? NSNull() } },
+        ]
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+            return (nil, false)
+        }
+        var text = String(decoding: data, as: UTF8.self)
+        var truncated = Int64(outcome.recordedRows.count) < outcome.rows
+        if text.utf8.count > maxBytes {
+            var end = text.utf8.index(text.utf8.startIndex, offsetBy: maxBytes)
+            while end > text.startIndex, String.Index(end, within: text) == nil { end = text.utf8.index(before: end) }
+            text = String(text[..<end])
+            truncated = true
+        }
+        return (text, truncated)
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        if let ip = address.ipAddress, let port = address.port {
+            return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        }
+        return address.description
+    }
+
+    static func printable(_ value: String) -> String {
+        String(value.unicodeScalars.filter { $0.properties.isAlphabetic || $0.properties.numericType != nil || "-_.".unicodeScalars.contains($0) }.prefix(64).map(Character.init))
+    }
+}
+
+/// Why a client was turned away: what it is told, and what the trail records.
+struct SessionRefusal: Error, Sendable {
+    var sqlState: String
+    var message: String
+    var principal: Principal?
+    var decision: Decision
+    var errorCode: String
+
+    static let auditUnavailable = SessionRefusal(
+        sqlState: "58000", message: "the audit trail cannot be written; connection refused", principal: nil,
+        decision: .deny(rule: "audit", reason: "audit trail unavailable"), errorCode: "audit-unavailable")
+}
+
+/// The upstream channel's end: frames go to the session, on the same event loop.
+final class UpstreamHandler: ChannelInboundHandler {
+    typealias InboundIn = PostgresFrame
+
+    private let session: NIOLoopBound<ClientSession>
+
+    init(session: NIOLoopBound<ClientSession>) {
+        self.session = session
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        session.value.upstreamRead(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        session.value.upstreamReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        session.value.upstreamClosed()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}

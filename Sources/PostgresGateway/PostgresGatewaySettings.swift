@@ -1,0 +1,67 @@
+import Audit
+import GatehouseCore
+import Identity
+import NIOSSL
+import Policy
+
+/// Everything the PostgreSQL gateway needs, built by the server from the configuration.
+public struct PostgresGatewaySettings: Sendable {
+    public var host: String
+    public var port: Int
+    /// TLS to clients; nil refuses SSLRequest.
+    public var tls: NIOSSLContext?
+    public var requireTLS: Bool
+    public var maxFrameBytes: Int
+    public var maxRecordedRows: Int
+    public var maxPayloadBytes: Int
+    public var node: String
+    public var connections: [String: UpstreamTarget]
+
+    public init(
+        host: String, port: Int, tls: NIOSSLContext?, requireTLS: Bool, maxFrameBytes: Int, maxRecordedRows: Int,
+        maxPayloadBytes: Int, node: String, connections: [String: UpstreamTarget]
+    ) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.requireTLS = requireTLS
+        self.maxFrameBytes = maxFrameBytes
+        self.maxRecordedRows = maxRecordedRows
+        self.maxPayloadBytes = maxPayloadBytes
+        self.node = node
+        self.connections = connections
+    }
+}
+
+/// One configured database behind the gateway, with the credential only the gateway holds.
+public struct UpstreamTarget: Sendable {
+    public var name: String
+    public var host: String
+    public var port: Int
+    public var database: String
+    public var username: String
+    /// Resolved on every connection, so a rotated secret is picked up without a restart.
+    public var password: @Sendable () throws -> String?
+    public var access: ConnectionAccess
+
+    public init(
+        name: String, host: String, port: Int, database: String, username: String,
+        password: @escaping @Sendable () throws -> String?, access: ConnectionAccess
+    ) {
+        self.name = name
+        self.host = host
+        self.port = port
+        self.database = database
+        self.username = username
+        self.password = password
+        self.access = access
+    }
+}
+
+/// What every session shares.
+struct SessionEnvironment: Sendable {
+    let settings: PostgresGatewaySettings
+    let verifier: TokenVerifier
+    let auditLog: AuditLog
+    let cancels: CancelRegistry
+}

@@ -1,0 +1,199 @@
+import Foundation
+import NIOCore
+import PostgresWire
+
+/// Matches the server's responses to the statements that caused them, so each statement's outcome
+/// (tag, rows, SQLSTATE, the first rows) can be recorded. Pure: fed backend messages in order, it
+/// returns the statements they finished. The server answers strictly in order, and after an error
+/// in the extended protocol it skips everything up to the next Sync; this mirrors both rules.
+struct StatementTracker {
+    struct Statement: Sendable {
+        /// The audit event recorded before the statement was forwarded.
+        var requestSeq: Int64
+        var sql: String
+        var started: ContinuousClock.Instant
+        /// Result formats the client asked for in Bind (extended protocol); they decide how rows
+        /// are encoded, whatever a statement-level Describe said.
+        var resultFormats: [Int16]? = nil
+    }
+
+    struct Outcome: Sendable {
+        var statement: Statement
+        var commandTags: [String] = []
+        var rows: Int64 = 0
+        var columns: [String] = []
+        /// 0 text, 1 binary, per column, from the RowDescription.
+        var columnFormats: [Int16] = []
+        var recordedRows: [[String?]] = []
+        var sqlState: String?
+        var errorMessage: String?
+        /// True when the server never ran it (an earlier error in the same pipeline).
+        var skipped = false
+        var suspended = false
+        var finished: ContinuousClock.Instant?
+    }
+
+    private enum Entry {
+        case simpleQuery(Outcome)
+        case execute(Outcome)
+        case sync
+    }
+
+    let maxRecordedRows: Int
+    private var queue: [Entry] = []
+    private var head = 0
+
+    init(maxRecordedRows: Int) {
+        self.maxRecordedRows = maxRecordedRows
+    }
+
+    var inFlight: Int { queue.count - head }
+
+    mutating func querySent(_ statement: Statement) {
+        queue.append(.simpleQuery(Outcome(statement: statement)))
+    }
+
+    mutating func executeSent(_ statement: Statement) {
+        queue.append(.execute(Outcome(statement: statement)))
+    }
+
+    mutating func syncSent() {
+        queue.append(.sync)
+    }
+
+    /// Whether rows of the statement now running are still wanted in full (else only counted).
+    var wantsRowValues: Bool {
+        switch front {
+        case .simpleQuery(let outcome), .execute(let outcome): outcome.recordedRows.count < maxRecordedRows
+        default: false
+        }
+    }
+
+    /// Counts a DataRow without decoding it, once enough rows have been kept.
+    mutating func countRow() {
+        update { $0.rows += 1 }
+    }
+
+    mutating func receive(_ message: BackendMessage, now: ContinuousClock.Instant) -> [Outcome] {
+        switch message {
+        case .rowDescription(let fields):
+            update { outcome in
+                outcome.columns = fields.map(\.name)
+                switch outcome.statement.resultFormats {
+                case nil: outcome.columnFormats = fields.map(\.formatCode)
+                case let formats? where formats.count == 1: outcome.columnFormats = Array(repeating: formats[0], count: fields.count)
+                case let formats?: outcome.columnFormats = formats
+                }
+            }
+        case .dataRow(let values):
+            let maxRecordedRows = self.maxRecordedRows
+            update { outcome in
+                outcome.rows += 1
+                if outcome.recordedRows.count < maxRecordedRows {
+                    let formats = outcome.columnFormats
+                    outcome.recordedRows.append(values.enumerated().map { index, value in
+                        value.map { Self.text($0, binary: index < formats.count && formats[index] == 1) }
+                    })
+                }
+            }
+        case .commandComplete(let tag):
+            if case .simpleQuery = front {
+                update { $0.commandTags.append(tag) }
+            } else {
+                return finishExecute(now: now) { $0.commandTags.append(tag) }
+            }
+        case .emptyQueryResponse:
+            if case .execute = front { return finishExecute(now: now) { _ in } }
+        case .portalSuspended:
+            return finishExecute(now: now) { $0.suspended = true }
+        case .errorResponse(let fields):
+            switch front {
+            case .simpleQuery:
+                update { outcome in
+                    outcome.sqlState = fields.sqlState
+                    outcome.errorMessage = fields.message
+                }
+            case .execute:
+                var finished = finishExecute(now: now) { outcome in
+                    outcome.sqlState = fields.sqlState
+                    outcome.errorMessage = fields.message
+                }
+                // The server now discards everything until Sync: those statements never ran.
+                while case .execute(var skipped) = front {
+                    skipped.skipped = true
+                    skipped.finished = now
+                    finished.append(skipped)
+                    head += 1
+                }
+                return finished
+            default:
+                break
+            }
+        case .readyForQuery:
+            var finished: [Outcome] = []
+            // Ends one simple query, or one Sync (with any executes the server never reached).
+            while head < queue.count {
+                let entry = queue[head]
+                head += 1
+                switch entry {
+                case .simpleQuery(var outcome):
+                    outcome.finished = now
+                    finished.append(outcome)
+                    compact()
+                    return finished
+                case .execute(var outcome):
+                    outcome.skipped = true
+                    outcome.finished = now
+                    finished.append(outcome)
+                case .sync:
+                    compact()
+                    return finished
+                }
+            }
+            compact()
+            return finished
+        default:
+            break
+        }
+        return []
+    }
+
+    private var front: Entry? { head < queue.count ? queue[head] : nil }
+
+    private mutating func update(_ change: (inout Outcome) -> Void) {
+        guard head < queue.count else { return }
+        switch queue[head] {
+        case .simpleQuery(var outcome):
+            change(&outcome)
+            queue[head] = .simpleQuery(outcome)
+        case .execute(var outcome):
+            change(&outcome)
+            queue[head] = .execute(outcome)
+        case .sync:
+            break
+        }
+    }
+
+    private mutating func finishExecute(now: ContinuousClock.Instant, _ change: (inout Outcome) -> Void) -> [Outcome] {
+        guard case .execute(var outcome) = front else { return [] }
+        change(&outcome)
+        outcome.finished = now
+        head += 1
+        return [outcome]
+    }
+
+    private mutating func compact() {
+        if head > 64 && head * 2 > queue.count {
+            queue.removeFirst(head)
+            head = 0
+        }
+    }
+
+    /// A column value as the trail shows it: text as is, binary-format values as hex.
+    static func text(_ buffer: ByteBuffer, binary: Bool) -> String {
+        if !binary, let string = buffer.getString(at: buffer.readerIndex, length: buffer.readableBytes) {
+            return string
+        }
+        return BinaryValue.hex(buffer)
+    }
+}

@@ -1,0 +1,253 @@
+"""The PostgreSQL gateway end to end: real clients, through the gatehouse binary, to a real PostgreSQL."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import gatehouse
+
+
+def pg_config(pg) -> str:
+    connections = "".join(
+        f"""
+  - name: app-{method}
+    type: postgres
+    upstream: postgres://127.0.0.1:{pg.port}/app
+    username: gh_{method}
+    password: env:GH_{method.upper()}_PASSWORD
+    allow:
+      groups: [dev]
+      agents: [claude-code]
+"""
+        for method in ("scram", "md5", "plain")
+    )
+    return f"""
+postgres:
+  listen: 127.0.0.1:PG_LISTEN_PORT
+  max_recorded_rows: 5
+connections:{connections}
+  - name: restricted
+    type: postgres
+    upstream: postgres://127.0.0.1:{pg.port}/app
+    username: gh_scram
+    password: env:GH_SCRAM_PASSWORD
+    allow:
+      subjects: [bob]
+"""
+
+
+@pytest.fixture
+def gw(pg, gateway_factory):
+    env = {f"GH_{m.upper()}_PASSWORD": pg.passwords[f"gh_{m}"] for m in ("scram", "md5", "plain")}
+    return gateway_factory(pg_config(pg), env=env)
+
+
+def token(gw, subject="alice", groups="dev", actor: str | None = "claude-code") -> str:
+    args = ["dev", "token", "--subject", subject, "--groups", groups]
+    if actor:
+        args += ["--actor", actor]
+    return gw.cli(*args, check=True).stdout.strip()
+
+
+def psql(gw, sql: str, dbname="app-scram", password: str | None = None, extra: list[str] | None = None, **kw):
+    env = {**os.environ, "PGPASSWORD": password if password is not None else token(gw), "PGCONNECT_TIMEOUT": "10"}
+    return subprocess.run(
+        ["psql", f"host=127.0.0.1 port={gw.pg_port} dbname={dbname} user=alice sslmode=disable",
+         "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql, *(extra or [])],
+        capture_output=True, text=True, env=env, timeout=60, **kw,
+    )
+
+
+@pytest.mark.parametrize("method", ["scram", "md5", "plain"])
+def test_psql_with_a_token_reaches_the_database_over_every_upstream_login_method(gw, pg, method):
+    result = psql(gw, "SELECT count(*) FROM customers", dbname=f"app-{method}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == pg.psql("SELECT count(*) FROM customers").strip()
+
+
+def test_statements_are_recorded_with_identity_and_results(gw, pg):
+    result = psql(gw, "/* intent: count the orders */ SELECT status, count(*) FROM orders GROUP BY status ORDER BY status")
+    assert result.returncode == 0, result.stderr
+
+    events = gw.events()
+    kinds = [e["record"]["operation"]["kind"] for e in events]
+    assert kinds[:3] == ["pg.connect", "sql.query", "sql.result"], kinds
+    query, answer = events[1]["record"], events[2]["record"]
+    assert query["principal"]["subject"] == "alice"
+    assert query["principal"]["actors"][0]["subject"] == "claude-code"
+    assert query["connection"] == "app-scram"
+    assert query["operation"]["text"].endswith("GROUP BY status ORDER BY status")
+    assert query["operation"]["intent"] == "count the orders"
+    assert answer["operation"]["text"] == f"result of event {events[1]['seq']}"
+    assert answer["outcome"]["status"].startswith("SELECT ")
+    rows = json.loads(answer["payload"])
+    assert rows["columns"] == ["status", "count"]
+    statuses = [line.split("|")[0] for line in result.stdout.split()]
+    # max_recorded_rows: 5 keeps the first five rows and says the result was cut.
+    assert len(statuses) > 5 and [r[0] for r in rows["rows"]] == statuses[:5]
+    assert answer["payloadTruncated"] is True and answer["outcome"]["rows"] == len(statuses)
+    # The database password never reaches the trail or the gateway's log.
+    assert pg.passwords["gh_scram"] not in gw.cli("audit", "list", "--json").stdout
+    assert pg.passwords["gh_scram"] not in gw.log_text()
+
+
+def test_a_bad_token_or_a_disallowed_person_is_refused_and_recorded(gw):
+    bad = psql(gw, "SELECT 1", password="not-a-token")
+    assert bad.returncode != 0 and "authentication failed" in bad.stderr
+
+    mallory = psql(gw, "SELECT 1", password=token(gw, subject="mallory", groups="sales", actor=None))
+    assert mallory.returncode != 0 and "may not use connection app-scram" in mallory.stderr
+
+    other = psql(gw, "SELECT 1", dbname="restricted")
+    assert other.returncode != 0 and "may not use connection restricted" in other.stderr
+
+    unknown = psql(gw, "SELECT 1", dbname="no-such-db")
+    assert unknown.returncode != 0 and "is not configured" in unknown.stderr
+
+    refused = [e["record"] for e in gw.events() if e["record"]["decision"]["effect"] == "deny"]
+    assert [r["outcome"]["errorCode"] for r in refused] == ["malformed", "42501", "42501", "3D000"]
+    assert refused[1]["principal"]["subject"] == "mallory"
+    assert not [e for e in gw.events() if e["record"]["operation"]["kind"] == "sql.query"]
+
+
+def test_psql_meta_commands_transactions_and_copy(gw, pg, workdir):
+    script = workdir / "session.sql"
+    script.write_text(
+        "\\d customers\n"
+        "\\dt\n"
+        "BEGIN;\n"
+        "UPDATE app_config SET value = 'x' WHERE key = (SELECT min(key) FROM app_config);\n"
+        "ROLLBACK;\n"
+        "CREATE TEMP TABLE t (a int, b text);\n"
+        "\\copy t FROM STDIN\n1\tone\n2\ttwo\n\\.\n"
+        "SELECT count(*) FROM t;\n"
+        "\\copy (SELECT id, email FROM customers ORDER BY id LIMIT 3) TO STDOUT\n"
+        "SELECT 1/0;\n"
+    )
+    env = {**os.environ, "PGPASSWORD": token(gw)}
+    through = subprocess.run(
+        ["psql", f"host=127.0.0.1 port={gw.pg_port} dbname=app-scram user=alice", "-X", "-f", str(script)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    direct = subprocess.run(
+        ["psql", pg.dsn(user="gh_scram"), "-X", "-f", str(script)], capture_output=True, text=True, timeout=60,
+    )
+    assert through.stdout == direct.stdout
+    assert "division by zero" in through.stderr
+    texts = [e["record"]["operation"]["text"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.query"]
+    assert any(t.startswith("COPY t FROM STDIN") or t.startswith("COPY  t FROM STDIN") for t in texts), texts
+    assert any(t.startswith("COPY") and "SELECT id, email FROM customers" in t and "TO STDOUT" in t for t in texts), texts
+    results = [e["record"]["outcome"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.result"]
+    assert any(o.get("errorCode") == "22012" for o in results)
+
+
+def test_psycopg_extended_protocol_parameters_and_copy(gw, pg):
+    psycopg = pytest.importorskip("psycopg")
+    conninfo = f"host=127.0.0.1 port={gw.pg_port} dbname=app-scram user=alice password={token(gw)}"
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT full_name, email FROM customers WHERE id = %s", (7,)).fetchone()
+        with psycopg.connect(pg.dsn()) as direct:
+            assert row == direct.execute("SELECT full_name, email FROM customers WHERE id = %s", (7,)).fetchone()
+        for _ in range(6):  # psycopg prepares server-side after 5 executions
+            conn.execute("SELECT count(*) FROM orders WHERE customer_id = %s", (3,)).fetchone()
+        with conn.transaction():
+            conn.execute("CREATE TEMP TABLE pyt (a int)")
+            with conn.cursor().copy("COPY pyt FROM STDIN") as copy:
+                for i in range(100):
+                    copy.write_row((i,))
+        assert conn.execute("SELECT sum(a) FROM pyt").fetchone() == (4950,)
+        with conn.cursor().copy("COPY (SELECT a FROM pyt ORDER BY a LIMIT 3) TO STDOUT") as copy:
+            assert [bytes(b) for b in copy] == [b"0\n", b"1\n", b"2\n"]
+    executes = [e["record"]["operation"]["text"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.execute"]
+    assert any("WHERE id = $1" in t and "$1='7'" in t for t in executes), executes
+    assert sum("customer_id = $1" in t for t in executes) == 6
+
+
+def test_asyncpg_prepared_statements_and_binary_results(gw, pg):
+    asyncpg = pytest.importorskip("asyncpg")
+    import asyncio
+
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=gw.pg_port, user="alice", database="app-scram", password=token(gw), ssl=False)
+        try:
+            statement = await conn.prepare("SELECT id, email FROM customers WHERE id <= $1 ORDER BY id")
+            rows = await statement.fetch(3)
+            async with conn.transaction():
+                await conn.execute("CREATE TEMP TABLE apg (a int)")
+                await conn.copy_records_to_table("apg", records=[(1,), (2,)])
+            total = await conn.fetchval("SELECT sum(a) FROM apg")
+            return [tuple(r) for r in rows], total
+        finally:
+            await conn.close()
+
+    rows, total = asyncio.run(run())
+    assert rows[0][0] == 1 and len(rows) == 3 and total == 3
+    executes = [e for e in gw.events() if e["record"]["operation"]["kind"] == "sql.execute"]
+    assert any("WHERE id <= $1" in e["record"]["operation"]["text"] for e in executes)
+
+
+def test_a_cancel_reaches_the_right_backend(gw):
+    psycopg = pytest.importorskip("psycopg")
+    conninfo = f"host=127.0.0.1 port={gw.pg_port} dbname=app-scram user=alice password={token(gw)}"
+    with psycopg.connect(conninfo) as conn:
+        timer = threading.Timer(1.0, conn.cancel)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 20
+        conn.rollback()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_pgbench_through_the_gateway_is_recorded_in_full(gw, pg):
+    env = {**os.environ, "PGPASSWORD": token(gw)}
+    result = subprocess.run(
+        ["pgbench", "-h", "127.0.0.1", "-p", str(gw.pg_port), "-U", "alice", "-c", "4", "-t", "25", "-M", "extended", "app-scram"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "number of failed transactions: 0" in result.stdout
+    executes = [e for e in gw.events() if e["record"]["operation"]["kind"] == "sql.execute"]
+    # The default TPC-B-like script runs 7 statements per transaction (BEGIN ... END).
+    assert len(executes) >= 4 * 25 * 7
+    assert gw.stop() == 0
+    verified = gw.cli("audit", "verify")
+    assert verified.returncode == 0, verified.stdout
+
+
+def test_sessions_list_and_replay_show_what_happened(gw):
+    assert psql(gw, "SELECT id, full_name FROM customers ORDER BY id LIMIT 2").returncode == 0
+    listing = gw.cli("sessions", "list", check=True).stdout.strip().splitlines()
+    assert len(listing) == 1 and "alice via agent claude-code" in listing[0] and "app-scram" in listing[0]
+    session_id = listing[0].split()[0]
+    replay = gw.cli("sessions", "replay", session_id, check=True).stdout
+    assert "who:    alice via agent claude-code" in replay
+    assert "SELECT id, full_name FROM customers ORDER BY id LIMIT 2" in replay
+    assert "→ SELECT 2, 2 row(s)" in replay
+    assert "id | full_name" in replay
+
+
+def test_statements_are_refused_when_the_audit_trail_cannot_be_written(gw):
+    import sqlite3
+
+    psycopg = pytest.importorskip("psycopg")
+    conninfo = f"host=127.0.0.1 port={gw.pg_port} dbname=app-scram user=alice password={token(gw)}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        locker = sqlite3.connect(str(gw.workdir / "state" / "audit.sqlite"), timeout=1, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(psycopg.OperationalError) as refused:
+                conn.execute("SELECT 2")
+            assert "audit trail cannot be written" in str(refused.value)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+    texts = [e["record"]["operation"]["text"] for e in gw.events()]
+    assert "SELECT 2" not in texts
