@@ -4,8 +4,10 @@
 set -euo pipefail
 
 BUILD_PACKAGES=(libsqlite3-dev)
-TEST_PACKAGES=(sqlite3 glewlwyd dbconfig-sqlite3)
-PYTHON_PACKAGES=(pytest requests cryptography)
+# PostgreSQL 15 (server, psql, pgbench), PgJDBC with a JDK to compile its test client, openssl for
+# test certificates, and the OIDC provider the identity tests use.
+TEST_PACKAGES=(sqlite3 glewlwyd dbconfig-sqlite3 postgresql-15 postgresql-client-15 libpostgresql-jdbc-java openjdk-17-jdk-headless openssl)
+PYTHON_PACKAGES=(pytest requests cryptography "psycopg[binary]" asyncpg)
 
 packages=("${BUILD_PACKAGES[@]}")
 [ "${1:-}" = "--build-only" ] || packages+=("${TEST_PACKAGES[@]}")
