@@ -124,7 +124,7 @@ public final class Gateway: Sendable {
                 maxRecordedRows: config.postgres.maxRecordedRows,
                 maxPayloadBytes: config.audit.maxPayloadBytes,
                 node: config.gateway.node,
-                connections: Self.postgresTargets(config))
+                connections: try Self.postgresTargets(config))
             services.append(.init(service: PostgresListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
                 onBound: { port in await bound.report("postgres", port) })))
@@ -191,7 +191,7 @@ extension Gateway {
         }
     }
 
-    static func postgresTargets(_ config: GatehouseConfig) -> [String: UpstreamTarget] {
+    static func postgresTargets(_ config: GatehouseConfig) throws -> [String: UpstreamTarget] {
         var targets: [String: UpstreamTarget] = [:]
         for connection in config.connections where connection.kind == .postgres {
             let database = connection.upstream.path.split(separator: "/").first.map(String.init) ?? connection.username ?? ""
@@ -205,9 +205,37 @@ extension Gateway {
                 password: { try secret?.resolve() },
                 access: ConnectionAccess(
                     connection: connection.name, groups: connection.allow.groups,
-                    subjects: connection.allow.subjects, agents: connection.allow.agents))
+                    subjects: connection.allow.subjects, agents: connection.allow.agents),
+                tls: try upstreamTLS(connection))
         }
         return targets
+    }
+
+    static func upstreamTLS(_ connection: GatehouseConfig.Connection) throws -> UpstreamTLS? {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        switch connection.upstreamTLS {
+        case .disable:
+            return nil
+        case .require:
+            configuration.certificateVerification = .none
+        case .verifyFull:
+            configuration.certificateVerification = .fullVerification
+            if let caFile = connection.caFile {
+                do {
+                    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+                } catch {
+                    throw GatehouseError("postgres.upstream-ca", "cannot read ca_file of connection \(connection.name)")
+                }
+            }
+        }
+        do {
+            let host = connection.upstream.host ?? "127.0.0.1"
+            return UpstreamTLS(
+                context: try NIOSSLContext(configuration: configuration),
+                serverHostname: connection.upstreamTLS == .verifyFull ? host : nil)
+        } catch {
+            throw GatehouseError("postgres.upstream-tls", "cannot set up TLS for connection \(connection.name)")
+        }
     }
 }
 

@@ -48,6 +48,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// client is not read from until the queue drains.
     private var pending: [PostgresFrame] = []
     private var waitingForAudit = false
+    /// Back-pressure: a slow reader on either side stops reading from the other, so a large result
+    /// or COPY streams through with bounded memory instead of piling up in the gateway.
+    private var upstreamWritable = true
+    private var clientReading = true
 
     /// Extended protocol: what each prepared statement and portal will run, for the trail.
     private var statements: [String: (sql: String, parameterTypes: [UInt32])] = [:]
@@ -96,6 +100,30 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         upstream?.flush()
         context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let writable = context.channel.isWritable
+        if let upstream {
+            upstream.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
+            if writable { upstream.read() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Called by the upstream handler when the database stops (or resumes) taking our writes.
+    func upstreamWritabilityChanged(_ writable: Bool) {
+        upstreamWritable = writable
+        updateClientReading()
+    }
+
+    private func updateClientReading() {
+        guard let context else { return }
+        let shouldRead = !waitingForAudit && upstreamWritable
+        guard shouldRead != clientReading else { return }
+        clientReading = shouldRead
+        context.channel.setOption(ChannelOptions.autoRead, value: shouldRead).whenComplete { _ in }
+        if shouldRead { context.read() }
     }
 
     private func handleStartup(_ packet: StartupPacket, context: ChannelHandlerContext) {
@@ -215,20 +243,29 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         state = .connectingUpstream
         let maxFrame = environment.settings.maxFrameBytes
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let tlsReady = context.eventLoop.makePromise(of: Void.self)
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.seconds(10))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = target.tls {
+                        try channel.pipeline.syncOperations.addHandler(UpstreamTLSNegotiator(tls: tls, ready: tlsReady))
+                    } else {
+                        tlsReady.succeed()
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PostgresFrameDecoder(maximumFrameLength: maxFrame)))
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler(session: bound))
                 }
             }
             .connect(host: target.host, port: target.port)
+            .flatMap { channel in tlsReady.futureResult.map { channel } }
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
-                case .failure:
+                case .failure(let error):
+                    tlsReady.fail(error)
+                    self.logger.warning("upstream connection failed", metadata: ["connection": "\(target.name)", "error": "\(error)"])
                     self.fatal(sqlState: "08006", message: "the database behind connection \(target.name) is unreachable")
                 case .success(let channel):
                     guard case .connectingUpstream = self.state else {
@@ -378,7 +415,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     ) {
         guard let context else { return }
         waitingForAudit = true
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        updateClientReading()
         let record = AuditRecord(
             node: environment.settings.node,
             session: sessionID,
@@ -409,10 +446,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             relay(pending.removeFirst())
         }
         upstream?.flush()
-        if !waitingForAudit, let context {
-            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
-            context.read()
-        }
+        updateClientReading()
     }
 
     private func writeToUpstream(_ frame: PostgresFrame, upstream: Channel) {
@@ -437,6 +471,16 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     func upstreamReadComplete() {
         context?.flush()
+    }
+
+    func upstreamFailed(_ error: Error) {
+        guard let target else { return }
+        logger.warning("upstream connection error", metadata: ["connection": "\(target.name)", "error": "\(error)"])
+        if error is NIOSSLError || error is BoringSSLError {
+            fatal(sqlState: "08006", message: "TLS to the database behind connection \(target.name) failed; its certificate is not trusted")
+        } else {
+            fatal(sqlState: "08006", message: "the connection to the database behind connection \(target.name) failed")
+        }
     }
 
     func upstreamClosed() {
@@ -650,7 +694,13 @@ final class UpstreamHandler: ChannelInboundHandler {
         session.value.upstreamClosed()
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        session.value.upstreamWritabilityChanged(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        session.value.upstreamFailed(error)
         context.close(promise: nil)
     }
 }

@@ -43,11 +43,14 @@ public struct UpstreamTarget: Sendable {
     /// Resolved on every connection, so a rotated secret is picked up without a restart.
     public var password: @Sendable () throws -> String?
     public var access: ConnectionAccess
+    /// nil: plain TCP to the database.
+    public var tls: UpstreamTLS?
 
     public init(
         name: String, host: String, port: Int, database: String, username: String,
-        password: @escaping @Sendable () throws -> String?, access: ConnectionAccess
+        password: @escaping @Sendable () throws -> String?, access: ConnectionAccess, tls: UpstreamTLS? = nil
     ) {
+        self.tls = tls
         self.name = name
         self.host = host
         self.port = port
