@@ -335,7 +335,12 @@ echo "pgbench ${DURATION}s per run, scale $SCALE, $(nproc) cores, $(date -u +%Y-
 echo
 printf '| %-15s | %2s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %8s | %8s |\n' \
   workload c "direct" "pgbouncer" "gatehouse" "GH/dir" "GH/PgB" "dir ms" "PgB ms" "GH ms" "PgB +µs" "GH +µs"
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' -----------------: ----: -----------: -----------: -----------: ----------: ----------: -----------: -----------: -----------: ----------: ----------:
+sep="|"
+for width in 15 2 9 9 9 8 8 9 9 9 8 8; do
+  if [ "$width" = 15 ]; then sep+=":$(printf '%*s' $(( width + 1 )) '' | tr ' ' -)|"
+  else sep+="$(printf '%*s' $(( width + 1 )) '' | tr ' ' -):|"; fi
+done
+echo "$sep"
 for workload in $WORKLOADS; do
   for clients in $CLIENT_COUNTS; do
     d="$workload/$clients/direct"; b="$workload/$clients/pgbouncer"; g="$workload/$clients/gatehouse"

@@ -1,25 +1,50 @@
 #!/usr/bin/env bash
 # Builds Gatehouse and runs it on the demo configuration (examples/demo.yaml): the built-in
-# development issuer on loopback, state under var/demo. Runs until Ctrl-C.
+# development issuer, and a throwaway PostgreSQL with a sample customer schema behind the gateway
+# on 127.0.0.1:15432. Everything listens on loopback only. Runs until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export GATEHOUSE_ADMIN_PORT="${GATEHOUSE_ADMIN_PORT:-9090}"
+export GATEHOUSE_PG_PORT="${GATEHOUSE_PG_PORT:-15432}"
+export GATEHOUSE_DEMO_DB_PORT="${GATEHOUSE_DEMO_DB_PORT:-15433}"
 CONFIG=examples/demo.yaml
+STATE=var/demo
 
-./scripts/install-deps.sh --build-only
+./scripts/install-deps.sh --demo
 echo "==> building gatehouse (first build of the dependencies takes a few minutes)"
 swift build --product gatehouse 2>&1 | { grep -Ev '^\[[0-9]+/[0-9]+\]|swift-distributed-tracing|CMakeLists.txt' || true; }
 BIN=.build/debug/gatehouse
-[ -x "$BIN" ] || { echo "build failed" >&2; exit 1; }
+
+mkdir -p "$STATE/tls"
+if [ ! -f "$STATE/tls/cert.pem" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$STATE/tls/key.pem" -out "$STATE/tls/cert.pem" 2>/dev/null
+  chmod 600 "$STATE/tls/key.pem"
+fi
+
+# The database password exists only here and in the gateway's environment; clients never see it.
+export GATEHOUSE_DEMO_DB_PASSWORD="${GATEHOUSE_DEMO_DB_PASSWORD:-$(openssl rand -hex 16)}"
+# shellcheck source=lib/postgres.sh
+. scripts/lib/postgres.sh
+echo "==> starting a throwaway PostgreSQL on 127.0.0.1:$GATEHOUSE_DEMO_DB_PORT"
+pg_start "$STATE/pg" "$GATEHOUSE_DEMO_DB_PORT"
 
 "$BIN" check --config "$CONFIG"
 
 OUT="$(mktemp)"
 "$BIN" serve --config "$CONFIG" >"$OUT" &
 PID=$!
+cleanup() {
+  kill -TERM "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  pg_stop "$STATE/pg" || true
+  rm -f "$OUT"
+}
 # A background job of a script ignores SIGINT, so Ctrl-C is passed on as SIGTERM.
-trap 'kill -TERM $PID 2>/dev/null; wait $PID; rm -f "$OUT"; exit 0' INT TERM
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
 
 for _ in $(seq 1 100); do
   grep -q '^gatehouse ready' "$OUT" && break
@@ -30,18 +55,19 @@ cat "$OUT"
 ADMIN="http://127.0.0.1:${GATEHOUSE_ADMIN_PORT}"
 cat <<TEXT
 
-Gatehouse is running (Ctrl-C stops it and seals the audit trail with a signed checkpoint).
+Gatehouse is running (Ctrl-C stops it, seals the audit trail and removes the demo database).
 
-  Get a token for a person and the agent acting for them:
-    export TOKEN=\$($BIN dev token --config $CONFIG --subject alice --groups dev --actor claude-code)
-  Call the gateway with it (the attempt is recorded):
-    curl -H "Authorization: Bearer \$TOKEN" $ADMIN/v1/whoami
-  A service-account key:
-    $BIN keys create --config $CONFIG --name ci-bot --groups ci
-  The audit trail:
-    $BIN audit list --config $CONFIG
+  A person (alice) with an agent acting for her, connecting with psql through the gateway:
+    export PGPASSWORD=\$($BIN dev token --config $CONFIG --subject alice --groups dev --actor claude-code)
+    psql "host=127.0.0.1 port=$GATEHOUSE_PG_PORT dbname=demo user=alice sslmode=require"
+  Someone not allowed on this connection is refused:
+    PGPASSWORD=\$($BIN dev token --config $CONFIG --subject mallory --groups sales) psql "host=127.0.0.1 port=$GATEHOUSE_PG_PORT dbname=demo user=mallory sslmode=require"
+  What happened, session by session:
+    $BIN sessions list --config $CONFIG
+    $BIN sessions replay --config $CONFIG SESSION_ID
     $BIN audit verify --config $CONFIG
-  Health, readiness, metrics:
+  The identity check over HTTP, health and metrics:
+    curl -H "Authorization: Bearer \$PGPASSWORD" $ADMIN/v1/whoami
     curl $ADMIN/readyz ; curl $ADMIN/metrics
 TEXT
 wait "$PID"

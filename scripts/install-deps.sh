@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Installs what building and testing Gatehouse needs on a fresh Debian machine. Idempotent: only
-# missing packages are installed. `--build-only` installs just what the build needs.
+# missing packages are installed. `--demo` installs what the demo needs; no option, what the tests need.
 set -euo pipefail
 
 BUILD_PACKAGES=(libsqlite3-dev)
+DEMO_PACKAGES=(postgresql-15 postgresql-client-15 openssl)
 # PostgreSQL 15 (server, psql, pgbench), PgJDBC with a JDK to compile its test client, openssl for
 # test certificates, and the OIDC provider the identity tests use.
 TEST_PACKAGES=(sqlite3 glewlwyd dbconfig-sqlite3 postgresql-15 postgresql-client-15 libpostgresql-jdbc-java openjdk-17-jdk-headless openssl)
 PYTHON_PACKAGES=(pytest requests cryptography "psycopg[binary]" asyncpg)
 
 packages=("${BUILD_PACKAGES[@]}")
-[ "${1:-}" = "--build-only" ] || packages+=("${TEST_PACKAGES[@]}")
+case "${1:-}" in
+  --demo) packages+=("${DEMO_PACKAGES[@]}") ;;
+  *) packages+=("${TEST_PACKAGES[@]}") ;;
+esac
 
 missing=()
 for package in "${packages[@]}"; do
@@ -27,6 +31,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "${1:-}" != "--build-only" ]; then
+if [ "${1:-}" != "--demo" ]; then
   python3 -m pip install -q --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
 fi

@@ -35,6 +35,10 @@ def records(gw, kind: str | None = None) -> list[dict]:
     return [r for r in recs if kind is None or r["operation"]["kind"] == kind]
 
 
+def error_code(record: dict) -> str | None:
+    return (record.get("outcome") or {}).get("errorCode")
+
+
 def wait_for_records(gw, predicate, timeout: float = 10.0) -> list[dict]:
     """Result events are written after the fact (not waited for): poll until `predicate` holds."""
     deadline = time.monotonic() + timeout
@@ -96,8 +100,8 @@ def test_pgjdbc_through_the_gateway_sees_what_it_sees_directly(gw, pg, jdbc_clie
     ], by_status
     assert any(t.startswith("UPDATE app_config SET value = $1") and "-- parameters: $1='XXX'" in t for t in executes), executes
     assert any(t.startswith("COPY jdbc_t FROM STDIN") for t in executes + [r["operation"]["text"] for r in records(gw, "sql.query")])
-    results = wait_for_records(gw, lambda recs: any(r["outcome"] and r["outcome"].get("errorCode") == "57014" for r in recs))
-    assert any(r["outcome"] and r["outcome"].get("errorCode") == "57014" for r in results if r["operation"]["kind"] == "sql.result")
+    results = wait_for_records(gw, lambda recs: any(error_code(r) == "57014" for r in recs))
+    assert any(error_code(r) == "57014" for r in results if r["operation"]["kind"] == "sql.result")
 
 
 # ------------------------------------------------------------------------------------- pgbench
@@ -206,13 +210,12 @@ def test_an_error_in_the_middle_of_a_result(gw, pg, extended):
     assert len(request_seqs) == 2
 
     def errors(recs):
-        return [r for r in recs if r["operation"]["kind"] == "sql.result" and r["outcome"]
-                and r["outcome"].get("errorCode") == "22012"
+        return [r for r in recs if r["operation"]["kind"] == "sql.result" and error_code(r) == "22012"
                 and int(r["operation"]["text"].rsplit(" ", 1)[1]) in request_seqs]
 
     recs = wait_for_records(gw, lambda recs: len(errors(recs)) == 2)
     found = errors(recs)
-    assert len(found) == 2, [r["outcome"] for r in recs if r["operation"]["kind"] == "sql.result"]
+    assert len(found) == 2, [r.get("outcome") for r in recs if r["operation"]["kind"] == "sql.result"]
     # The rows that did reach the client before the error are counted.
     assert all(r["outcome"]["rows"] == 2 for r in found), [r["outcome"] for r in found]
 
@@ -237,8 +240,8 @@ def test_a_failed_transaction_with_psycopg(gw, pg):
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             assert conn.execute("SELECT 'after rollback'").fetchone() == ("after rollback",)
             conn.commit()
-    results = wait_for_records(gw, lambda recs: sum(1 for r in recs if r["outcome"] and r["outcome"].get("errorCode") == "25P02") >= 2)
-    codes = [r["outcome"].get("errorCode") for r in results if r["operation"]["kind"] == "sql.result" and r["outcome"]]
+    results = wait_for_records(gw, lambda recs: sum(error_code(r) == "25P02" for r in recs) >= 2)
+    codes = [error_code(r) for r in results if r["operation"]["kind"] == "sql.result"]
     assert codes.count("22012") == 1 and codes.count("25P02") == 2, codes
 
 
@@ -259,8 +262,7 @@ def test_a_failed_transaction_with_psql(gw, pg, workdir):
         capture_output=True, text=True, timeout=60, env=pg.env(),
     )
     assert through.returncode == direct.returncode == 0, through.stderr
-    assert through.stdout == direct.stdout == "start\nBEGIN\n50\nROLLBACK\nafter rollback\n" or through.stdout == direct.stdout
-    assert "after rollback" in through.stdout and "never" not in through.stdout
+    assert through.stdout == direct.stdout == "start\nBEGIN\n50\nROLLBACK\nafter rollback\n"
     assert through.stderr == direct.stderr
     assert "division by zero" in through.stderr
     assert "current transaction is aborted, commands ignored until end of transaction block" in through.stderr
@@ -321,6 +323,7 @@ def test_a_large_result_streams_with_bounded_memory(gw):
         elapsed = time.monotonic() - started
         assert (count, size) == (ROWS, ROWS * WIDTH)
         assert conn.execute("SELECT 'after'").fetchone() == ("after",)
+    print(f"gateway RSS {sampler.baseline >> 10} MiB, grew {sampler.growth_mib:.1f} MiB, {elapsed:.1f} s")
     assert sampler.growth_mib < 100, f"gateway RSS grew {sampler.growth_mib:.0f} MiB for a {ROWS * WIDTH >> 20} MiB result"
     assert elapsed < 60, elapsed
 
@@ -339,6 +342,7 @@ def test_a_large_copy_out_to_a_slow_reader_streams_with_bounded_memory(gw):
                     size += len(chunk)
         assert size == ROWS * (WIDTH + 1)
         assert conn.execute("SELECT 'after'").fetchone() == ("after",)
+    print(f"gateway RSS {sampler.baseline >> 10} MiB, grew {sampler.growth_mib:.1f} MiB")
     assert sampler.growth_mib < 100, f"gateway RSS grew {sampler.growth_mib:.0f} MiB for a {ROWS * (WIDTH + 1) >> 20} MiB COPY"
 
 
