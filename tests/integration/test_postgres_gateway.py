@@ -251,3 +251,26 @@ def test_statements_are_refused_when_the_audit_trail_cannot_be_written(gw):
             locker.close()
     texts = [e["record"]["operation"]["text"] for e in gw.events()]
     assert "SELECT 2" not in texts
+
+
+def test_sigkill_during_pgbench_leaves_a_whole_trail_with_every_completed_statement(gw, workdir):
+    import signal
+
+    env = {**os.environ, "PGPASSWORD": token(gw)}
+    log_prefix = workdir / "pgbench_log"
+    bench = subprocess.Popen(
+        ["pgbench", "-h", "127.0.0.1", "-p", str(gw.pg_port), "-U", "alice", "-c", "2", "-T", "30",
+         "-M", "extended", "-l", f"--log-prefix={log_prefix}", "app-scram"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=workdir,
+    )
+    time.sleep(3)
+    gw.stop(signal.SIGKILL)
+    bench.communicate(timeout=60)
+
+    # Every transaction pgbench logged as done was acknowledged to the client.
+    completed = sum(len(path.read_text().splitlines()) for path in workdir.glob("pgbench_log*"))
+    assert completed > 0
+    executes = [e for e in gw.events() if e["record"]["operation"]["kind"] == "sql.execute"]
+    assert len(executes) >= completed * 7
+    verified = gw.cli("audit", "verify")
+    assert verified.returncode == 0, verified.stdout
