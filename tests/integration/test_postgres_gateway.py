@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import gatehouse
+from conftest import BINARY, gatehouse
 
 
 def pg_config(pg) -> str:
@@ -274,3 +274,20 @@ def test_sigkill_during_pgbench_leaves_a_whole_trail_with_every_completed_statem
     assert len(executes) >= completed * 7
     verified = gw.cli("audit", "verify")
     assert verified.returncode == 0, verified.stdout
+
+
+def test_postgresnio_sees_the_same_results_as_directly(gw, pg):
+    probe = BINARY.parent / "PostgresNIOProbe"
+    assert probe.exists(), "built by `swift build` with the rest of the package"
+
+    def run(**env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(probe)], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+    direct = run(PGHOST="127.0.0.1", PGPORT=str(pg.port), PGUSER="gh_scram", PGPASSWORD=pg.passwords["gh_scram"], PGDATABASE="app")
+    through = run(PGHOST="127.0.0.1", PGPORT=str(gw.pg_port), PGUSER="alice", PGPASSWORD=token(gw), PGDATABASE="app-scram")
+    assert direct.returncode == 0, direct.stderr
+    assert through.returncode == 0, through.stderr
+    assert through.stdout == direct.stdout
+    assert "probe rows: 6 sum 62" in through.stdout and "division: 22012" in through.stdout
+    texts = [e["record"]["operation"]["text"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.execute"]
+    assert any("WHERE id = $1" in t and "$1='7'" in t for t in texts), texts
