@@ -181,6 +181,16 @@ def test_asyncpg_prepared_statements_and_binary_results(gw, pg):
                 await conn.execute("CREATE TEMP TABLE apg (a int)")
                 await conn.copy_records_to_table("apg", records=[(1,), (2,)])
             total = await conn.fetchval("SELECT sum(a) FROM apg")
+            import io
+            out = io.BytesIO()
+            await conn.copy_from_query("SELECT a FROM apg ORDER BY a", output=out)
+            assert out.getvalue() == b"1\n2\n"
+            # asyncpg cancels a query that runs past its timeout (a CancelRequest on a new connection).
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(asyncio.TimeoutError):
+                await conn.execute("SELECT pg_sleep(30)", timeout=1)
+            assert asyncio.get_running_loop().time() - started < 15
+            assert await conn.fetchval("SELECT 1") == 1
             return [tuple(r) for r in rows], total
         finally:
             await conn.close()
