@@ -61,13 +61,13 @@ struct AdminListener {
         let started = ContinuousClock.now
         let client = ClientInfo(
             address: context.remoteAddress.map(Self.describe),
-            application: request.headers[.userAgent].map { Gateway.cut($0, toBytes: 256).text })
+            application: request.headers[.userAgent].map { $0.truncated(toUTF8Bytes: 256).text })
         let credential = Self.bearerToken(request.headers[.authorization])
         let result = await gateway.verifier.verify(credential ?? "", client: client)
         let operation = AuditRecord.Operation(
             kind: "identity.verify",
             text: "GET /v1/whoami",
-            intent: request.headers[HTTPField.Name("Gatehouse-Intent")!].map { Gateway.cut($0, toBytes: 1024).text })
+            intent: request.headers[HTTPField.Name("Gatehouse-Intent")!].map { $0.truncated(toUTF8Bytes: 1024).text })
         let session = UUID().uuidString.lowercased()
         var decisionLabel = "error"
         defer {

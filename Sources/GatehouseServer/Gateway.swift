@@ -154,7 +154,7 @@ public final class Gateway: Sendable {
         outcome: AuditRecord.Outcome? = nil,
         payload: String? = nil
     ) async throws -> AuditEvent {
-        let kept = payload.map { Self.cut($0, toBytes: config.audit.maxPayloadBytes) }
+        let kept = payload.map { $0.truncated(toUTF8Bytes: config.audit.maxPayloadBytes) }
         return try await auditLog.append(AuditRecord(
             node: config.gateway.node,
             session: session,
@@ -167,15 +167,6 @@ public final class Gateway: Sendable {
             payloadTruncated: kept?.truncated == true ? true : nil))
     }
 
-    /// The longest prefix of `text` within `limit` UTF-8 bytes that ends on a character boundary.
-    static func cut(_ text: String, toBytes limit: Int) -> (text: String, truncated: Bool) {
-        guard text.utf8.count > limit else { return (text, false) }
-        var end = text.utf8.index(text.utf8.startIndex, offsetBy: limit)
-        while end > text.startIndex, String.Index(end, within: text) == nil {
-            end = text.utf8.index(before: end)
-        }
-        return (String(text[..<end]), true)
-    }
 }
 
 extension Gateway {

@@ -40,6 +40,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var client = ClientInfo()
     private var principal: Principal?
     private var target: UpstreamTarget?
+    /// Why this principal may use this connection; every statement event carries it.
+    private var accessDecision = Decision.allow()
     private var upstream: Channel?
     private var cancelKey: CancelRegistry.Key?
     private var startupParameters: [StartupParameter] = []
@@ -194,7 +196,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         let client = self.client
         let database = startup["database"] ?? startup["user"] ?? ""
         let sessionID = self.sessionID
-        context.eventLoop.makeFutureWithTask { () -> Result<(Principal, UpstreamTarget), SessionRefusal> in
+        context.eventLoop.makeFutureWithTask { () -> Result<(Principal, UpstreamTarget, Decision), SessionRefusal> in
             let verified = await environment.verifier.verify(token, client: client)
             let refusal: SessionRefusal
             switch verified {
@@ -218,7 +220,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 } catch {
                     return .failure(SessionRefusal.auditUnavailable)
                 }
-                return .success((principal, target))
+                return .success((principal, target, decision))
             }
             // A refused attempt is recorded too; if even that cannot be written, the answer stays no.
             _ = try? await environment.auditLog.append(Self.connectRecord(
@@ -229,9 +231,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             switch result {
             case .failure(let refusal):
                 self.fatal(sqlState: refusal.sqlState, message: refusal.message)
-            case .success(let (principal, target)):
+            case .success(let (principal, target, decision)):
                 self.principal = principal
                 self.target = target
+                self.accessDecision = decision
                 self.startupParameters = startup.parameters.filter { !["user", "database"].contains($0.name) }
                 self.connectUpstream(target)
             }
@@ -416,14 +419,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         guard let context else { return }
         waitingForAudit = true
         updateClientReading()
-        let record = AuditRecord(
-            node: environment.settings.node,
-            session: sessionID,
-            principal: principal,
-            client: client,
-            connection: target?.name,
-            operation: .init(kind: kind, text: Self.describe(sql: sql, parameters: parameters), intent: Self.intent(in: sql)),
-            decision: .allow(rule: target.map { "connection:\($0.name):allow" }, reason: nil))
+        let record = sessionRecord(
+            .init(kind: kind, text: Self.describe(sql: sql, parameters: parameters), intent: Self.intent(in: sql)))
         let auditLog = environment.auditLog
         context.eventLoop.makeFutureWithTask { try await auditLog.append(record) }
             .assumeIsolated()
@@ -512,14 +509,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         let duration = (outcome.finished ?? ContinuousClock.now) - outcome.statement.started
         let payload = Self.payload(outcome, maxBytes: environment.settings.maxPayloadBytes)
         let status: String = outcome.skipped ? "skipped" : outcome.sqlState != nil ? "error" : outcome.suspended ? "suspended" : "ok"
-        let record = AuditRecord(
-            node: environment.settings.node,
-            session: sessionID,
-            principal: principal,
-            client: client,
-            connection: target?.name,
-            operation: .init(kind: "sql.result", text: "result of event \(outcome.statement.requestSeq)"),
-            decision: .allow(rule: target.map { "connection:\($0.name):allow" }, reason: nil),
+        let record = sessionRecord(
+            .init(kind: "sql.result", text: "result of event \(outcome.statement.requestSeq)"),
             outcome: .init(
                 status: outcome.commandTags.isEmpty ? status : outcome.commandTags.joined(separator: "; "),
                 rows: outcome.rows,
@@ -573,10 +564,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         upstream = nil
         if wasRelaying {
-            let record = AuditRecord(
-                node: environment.settings.node, session: sessionID, principal: principal, client: client,
-                connection: target?.name, operation: .init(kind: "pg.disconnect", text: reason),
-                decision: .allow(rule: nil, reason: nil))
+            let record = sessionRecord(.init(kind: "pg.disconnect", text: reason))
             let auditLog = environment.auditLog
             Task { _ = try? await auditLog.append(record) }
         }
@@ -598,6 +586,16 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     // MARK: - Records
+
+    /// An event of this session: who, from where, on which connection, under which decision.
+    private func sessionRecord(
+        _ operation: AuditRecord.Operation, outcome: AuditRecord.Outcome? = nil, payload: String? = nil, payloadTruncated: Bool? = nil
+    ) -> AuditRecord {
+        AuditRecord(
+            node: environment.settings.node, session: sessionID, principal: principal, client: client,
+            connection: target?.name, operation: operation, decision: accessDecision, outcome: outcome,
+            payload: payload, payloadTruncated: payloadTruncated)
+    }
 
     private static func connectRecord(
         _ environment: SessionEnvironment, _ session: String, _ principal: Principal?, _ client: ClientInfo,
@@ -636,15 +634,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
             return (nil, false)
         }
-        var text = String(decoding: data, as: UTF8.self)
-        var truncated = Int64(outcome.recordedRows.count) < outcome.rows
-        if text.utf8.count > maxBytes {
-            var end = text.utf8.index(text.utf8.startIndex, offsetBy: maxBytes)
-            while end > text.startIndex, String.Index(end, within: text) == nil { end = text.utf8.index(before: end) }
-            text = String(text[..<end])
-            truncated = true
-        }
-        return (text, truncated)
+        let kept = String(decoding: data, as: UTF8.self).truncated(toUTF8Bytes: maxBytes)
+        return (kept.text, kept.truncated || Int64(outcome.recordedRows.count) < outcome.rows)
     }
 
     static func describe(_ address: SocketAddress) -> String {
