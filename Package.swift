@@ -143,6 +143,11 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        .testTarget(
+            name: "PostgresGatewayTests",
+            dependencies: ["PostgresGateway", "PostgresWire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSwift6
+        ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "GatehouseCore"], swiftSettings: strictSwift6),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"], swiftSettings: strictSwift6),
         .testTarget(

@@ -1,0 +1,106 @@
+import NIOCore
+import PostgresWire
+import Testing
+
+@testable import PostgresGateway
+
+@Suite("Matching responses to statements")
+struct StatementTrackerTests {
+    let now = ContinuousClock.now
+
+    func statement(_ seq: Int64, _ sql: String, formats: [Int16]? = nil) -> StatementTracker.Statement {
+        .init(requestSeq: seq, sql: sql, started: now, resultFormats: formats)
+    }
+
+    func row(_ values: String?...) -> BackendMessage {
+        .dataRow(values.map { $0.map { ByteBuffer(string: $0) } })
+    }
+
+    func columns(_ names: String...) -> BackendMessage {
+        .rowDescription(names.map { FieldDescription(name: $0, dataTypeOID: 25, dataTypeSize: -1) })
+    }
+
+    @Test func aSimpleQueryWithSeveralStatementsEndsAtReadyForQuery() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.querySent(statement(1, "SELECT 1; SELECT 2"))
+        #expect(tracker.receive(columns("a"), now: now).isEmpty)
+        #expect(tracker.receive(row("1"), now: now).isEmpty)
+        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).isEmpty)
+        #expect(tracker.receive(row("2"), now: now).isEmpty)
+        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).isEmpty)
+        let done = tracker.receive(.readyForQuery(.idle), now: now)
+        #expect(done.count == 1)
+        #expect(done.first?.commandTags == ["SELECT 1", "SELECT 1"])
+        #expect(done.first?.rows == 2)
+        #expect(tracker.inFlight == 0)
+    }
+
+    @Test func anErrorInAPipelineSkipsEveryExecuteUntilSync() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.executeSent(statement(1, "INSERT 1"))
+        tracker.executeSent(statement(2, "SELECT 1/0"))
+        tracker.executeSent(statement(3, "INSERT 3"))
+        tracker.syncSent()
+        tracker.executeSent(statement(4, "SELECT 4"))
+        tracker.syncSent()
+
+        #expect(tracker.receive(.commandComplete("INSERT 0 1"), now: now).map(\.statement.requestSeq) == [1])
+        let failed = tracker.receive(.errorResponse(ErrorFields(severity: "ERROR", sqlState: "22012", message: "division by zero")), now: now)
+        #expect(failed.map(\.statement.requestSeq) == [2, 3])
+        #expect(failed[0].sqlState == "22012" && !failed[0].skipped)
+        #expect(failed[1].skipped)
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
+        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).map(\.statement.requestSeq) == [4])
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
+        #expect(tracker.inFlight == 0)
+    }
+
+    @Test func rowsBeyondTheCapAreCountedNotKept() {
+        var tracker = StatementTracker(maxRecordedRows: 2)
+        tracker.executeSent(statement(1, "SELECT n"))
+        _ = tracker.receive(columns("n"), now: now)
+        for n in 0..<5 {
+            if tracker.wantsRowValues {
+                _ = tracker.receive(row("\(n)"), now: now)
+            } else {
+                tracker.countRow()
+            }
+        }
+        let done = tracker.receive(.commandComplete("SELECT 5"), now: now)
+        #expect(done.first?.rows == 5)
+        #expect(done.first?.recordedRows == [["0"], ["1"]])
+    }
+
+    @Test func aSuspendedPortalFinishesItsExecute() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.executeSent(statement(1, "SELECT n"))
+        _ = tracker.receive(row("1"), now: now)
+        let done = tracker.receive(.portalSuspended, now: now)
+        #expect(done.first?.suspended == true && done.first?.rows == 1)
+    }
+
+    @Test func binaryResultsAreRecordedAsHexAndNullsStayNull() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.executeSent(statement(1, "SELECT id, name", formats: [1]))
+        _ = tracker.receive(columns("id", "name"), now: now)
+        _ = tracker.receive(.dataRow([ByteBuffer(bytes: [0, 0, 0, 7]), nil]), now: now)
+        let done = tracker.receive(.commandComplete("SELECT 1"), now: now)
+        #expect(done.first?.recordedRows == [["\\x00000007", nil]])
+    }
+
+    @Test func binaryParametersOfCommonTypesAreReadable() {
+        #expect(BinaryValue.text(ByteBuffer(bytes: [0, 7]), typeOID: 21) == "7")
+        #expect(BinaryValue.text(ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xFE]), typeOID: 23) == "-2")
+        #expect(BinaryValue.text(ByteBuffer(bytes: [0, 0, 0, 0, 0, 0, 1, 0]), typeOID: 20) == "256")
+        #expect(BinaryValue.text(ByteBuffer(bytes: [1]), typeOID: 16) == "true")
+        #expect(BinaryValue.text(ByteBuffer(string: "héllo"), typeOID: 25) == "héllo")
+        // A size that does not fit the type is not trusted.
+        #expect(BinaryValue.text(ByteBuffer(bytes: [0, 7, 1]), typeOID: 21) == "\\x000701")
+    }
+
+    @Test func theIntentCommentIsFound() {
+        #expect(ClientSession.intent(in: "  /* intent: find late orders */ SELECT 1") == "find late orders")
+        #expect(ClientSession.intent(in: "/* just a comment */ SELECT 1") == nil)
+        #expect(ClientSession.intent(in: "SELECT 1 /* intent: too late */") == nil)
+    }
+}
