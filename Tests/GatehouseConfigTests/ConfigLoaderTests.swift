@@ -151,9 +151,10 @@ struct ConfigLoaderTests {
               - name: prod-db
                 type: postgres
                 upstream: postgres://db.internal/app
+                username: gatehouse
                 password: hunter2-very-secret
             """)
-        #expect(found == ["gatehouse.yaml:5: connections[0].password is a secret and must be a reference (env:NAME or file:PATH), not a literal value"])
+        #expect(found == ["gatehouse.yaml:6: connections[0].password is a secret and must be a reference (env:NAME or file:PATH), not a literal value"])
         #expect(!found.joined().contains("hunter2"))
     }
 
@@ -163,6 +164,7 @@ struct ConfigLoaderTests {
               - name: prod-db
                 type: postgres
                 upstream: postgres://db.internal/app
+                username: gatehouse
                 password: ${DB_HOST}
             """)
         #expect(found.count == 1)
@@ -175,11 +177,23 @@ struct ConfigLoaderTests {
               - name: prod-db
                 type: postgres
                 upstream: postgres://db1.internal/app
+                username: gatehouse
               - name: prod-db
                 type: postgres
                 upstream: postgres://db2.internal/app
+                username: gatehouse
             """)
-        #expect(found == ["gatehouse.yaml:5: connection name 'prod-db' is already used on line 2"])
+        #expect(found == ["gatehouse.yaml:6: connection name 'prod-db' is already used on line 2"])
+    }
+
+    @Test func aPostgresConnectionNamesTheRoleTheGatewayUses() {
+        let found = problems("""
+            connections:
+              - name: prod-db
+                type: postgres
+                upstream: postgres://db1.internal/app
+            """)
+        #expect(found == ["gatehouse.yaml:2: connections[0] needs 'username': the role the gateway logs in as"])
     }
 
     @Test func everyProblemIsReportedNotJustTheFirst() {
