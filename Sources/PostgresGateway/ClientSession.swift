@@ -59,6 +59,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var statements: [String: (sql: String, parameterTypes: [UInt32])] = [:]
     private var portals: [String: (sql: String, parameters: [String?], formats: [Int16])] = [:]
     private var tracker: StatementTracker
+    private var nextStatementID = 0
+    /// Request events committed whose statements have not finished yet, by statement id.
+    private var committedSeqs: [Int: Int64] = [:]
+    /// Statements that finished before their request event was committed.
+    private var finishedBeforeCommit: [Int: StatementTracker.Outcome] = [:]
 
     init(environment: SessionEnvironment, logger: Logger) {
         self.environment = environment
@@ -365,8 +370,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         switch frame.type {
         case UInt8(ascii: "Q"):
             guard case .query(let sql) = try? FrontendMessage.parse(frame) else { return malformed() }
-            recordThenForward(frame, sql: sql, parameters: nil, kind: "sql.query") { seq in
-                self.tracker.querySent(.init(requestSeq: seq, sql: sql, started: now))
+            recordThenForward(frame, sql: sql, parameters: nil, kind: "sql.query") { id in
+                self.tracker.querySent(.init(id: id, sql: sql, started: now))
             }
             return
         case UInt8(ascii: "P"):
@@ -386,8 +391,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         case UInt8(ascii: "E"):
             guard case .execute(let portalName, _) = try? FrontendMessage.parse(frame) else { return malformed() }
             let portal = portals[portalName] ?? ("", [], [])
-            recordThenForward(frame, sql: portal.sql, parameters: portal.parameters, kind: "sql.execute") { seq in
-                self.tracker.executeSent(.init(requestSeq: seq, sql: portal.sql, started: now, resultFormats: portal.formats))
+            recordThenForward(frame, sql: portal.sql, parameters: portal.parameters, kind: "sql.execute") { id in
+                self.tracker.executeSent(.init(id: id, sql: portal.sql, started: now, resultFormats: portal.formats))
             }
             return
         case UInt8(ascii: "C"):
@@ -412,11 +417,15 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         fatal(sqlState: "08P01", message: "malformed message")
     }
 
-    /// Commits the request event, then forwards; while waiting, later frames queue behind it.
+    /// Commits the request event, then forwards; while waiting, later frames queue behind it. The
+    /// statement is tracked from now on: frames sent ahead of it (Parse, Bind) may already fail.
     private func recordThenForward(
-        _ frame: PostgresFrame, sql: String, parameters: [String?]?, kind: String, sent: @escaping (Int64) -> Void
+        _ frame: PostgresFrame, sql: String, parameters: [String?]?, kind: String, track: (Int) -> Void
     ) {
         guard let context else { return }
+        let id = nextStatementID
+        nextStatementID += 1
+        track(id)
         waitingForAudit = true
         updateClientReading()
         let record = sessionRecord(
@@ -430,7 +439,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                     self.fatal(sqlState: "58000", message: "the audit trail cannot be written; statement refused")
                 case .success(let event):
                     guard let upstream = self.upstream else { return }
-                    sent(event.seq)
+                    if let outcome = self.finishedBeforeCommit.removeValue(forKey: id) {
+                        self.recordOutcome(outcome, requestSeq: event.seq)
+                    } else {
+                        self.committedSeqs[id] = event.seq
+                    }
                     self.writeToUpstream(frame, upstream: upstream)
                     self.waitingForAudit = false
                     self.drainPending()
@@ -500,17 +513,21 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         for outcome in finished {
-            recordOutcome(outcome)
+            if let seq = committedSeqs.removeValue(forKey: outcome.statement.id) {
+                recordOutcome(outcome, requestSeq: seq)
+            } else {
+                finishedBeforeCommit[outcome.statement.id] = outcome
+            }
         }
     }
 
     /// The result event: written after the fact and not waited for, linked to its request event.
-    private func recordOutcome(_ outcome: StatementTracker.Outcome) {
+    private func recordOutcome(_ outcome: StatementTracker.Outcome, requestSeq: Int64) {
         let duration = (outcome.finished ?? ContinuousClock.now) - outcome.statement.started
         let payload = Self.payload(outcome, maxBytes: environment.settings.maxPayloadBytes)
         let status: String = outcome.skipped ? "skipped" : outcome.sqlState != nil ? "error" : outcome.suspended ? "suspended" : "ok"
         let record = sessionRecord(
-            .init(kind: "sql.result", text: "result of event \(outcome.statement.requestSeq)"),
+            .init(kind: "sql.result", text: "result of event \(requestSeq)"),
             outcome: .init(
                 status: outcome.commandTags.isEmpty ? status : outcome.commandTags.joined(separator: "; "),
                 rows: outcome.rows,

@@ -8,8 +8,10 @@ import PostgresWire
 /// in the extended protocol it skips everything up to the next Sync; this mirrors both rules.
 struct StatementTracker {
     struct Statement: Sendable {
-        /// The audit event recorded before the statement was forwarded.
-        var requestSeq: Int64
+        /// Numbers the session's statements. Responses can finish a statement before its request
+        /// event is committed (an error for a Parse sent ahead of the Execute), so the event's
+        /// sequence number is joined to the outcome by this id, not carried here.
+        var id: Int
         var sql: String
         var started: ContinuousClock.Instant
         /// Result formats the client asked for in Bind (extended protocol); they decide how rows

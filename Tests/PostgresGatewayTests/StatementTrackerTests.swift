@@ -8,8 +8,8 @@ import Testing
 struct StatementTrackerTests {
     let now = ContinuousClock.now
 
-    func statement(_ seq: Int64, _ sql: String, formats: [Int16]? = nil) -> StatementTracker.Statement {
-        .init(requestSeq: seq, sql: sql, started: now, resultFormats: formats)
+    func statement(_ seq: Int, _ sql: String, formats: [Int16]? = nil) -> StatementTracker.Statement {
+        .init(id: seq, sql: sql, started: now, resultFormats: formats)
     }
 
     func row(_ values: String?...) -> BackendMessage {
@@ -44,13 +44,13 @@ struct StatementTrackerTests {
         tracker.executeSent(statement(4, "SELECT 4"))
         tracker.syncSent()
 
-        #expect(tracker.receive(.commandComplete("INSERT 0 1"), now: now).map(\.statement.requestSeq) == [1])
+        #expect(tracker.receive(.commandComplete("INSERT 0 1"), now: now).map(\.statement.id) == [1])
         let failed = tracker.receive(.errorResponse(ErrorFields(severity: "ERROR", sqlState: "22012", message: "division by zero")), now: now)
-        #expect(failed.map(\.statement.requestSeq) == [2, 3])
+        #expect(failed.map(\.statement.id) == [2, 3])
         #expect(failed[0].sqlState == "22012" && !failed[0].skipped)
         #expect(failed[1].skipped)
         #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
-        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).map(\.statement.requestSeq) == [4])
+        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).map(\.statement.id) == [4])
         #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
         #expect(tracker.inFlight == 0)
     }
