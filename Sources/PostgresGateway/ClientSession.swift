@@ -164,9 +164,17 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             if message["replication"].map({ $0 != "false" && $0 != "0" }) ?? false {
                 return fatal(sqlState: "0A000", message: "replication connections are not supported through the gateway")
             }
-            client.application = message["application_name"].map { String($0.prefix(256)) }
+            client.application = message["application_name"].map { $0.truncated(toUTF8Bytes: 256).text }
+            var buffer = context.channel.allocator.buffer(capacity: 64)
+            // Newer clients may ask for protocol 3.x or `_pq_.` extensions; the gateway speaks 3.0
+            // and says so, rather than failing the connection.
+            let extensions = message.parameters.filter { $0.name.hasPrefix("_pq_.") }
+            var message = message
+            if message.minorVersion > 0 || !extensions.isEmpty {
+                PostgresEncoder.negotiateProtocolVersion(newestMinorVersion: 0, unrecognizedOptions: extensions.map(\.name), into: &buffer)
+                message.parameters.removeAll { $0.name.hasPrefix("_pq_.") }
+            }
             state = .awaitingPassword(message)
-            var buffer = context.channel.allocator.buffer(capacity: 9)
             PostgresEncoder.backend(.authentication(.cleartextPassword), into: &buffer)
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         }
@@ -249,7 +257,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func connectUpstream(_ target: UpstreamTarget) {
         guard let context else { return }
         state = .connectingUpstream
-        let maxFrame = environment.settings.maxFrameBytes
+        // The database is trusted more than clients, but its frames are still bounded: by PostgreSQL's
+        // own limit on one message.
+        let maxFrame = max(environment.settings.maxFrameBytes, 1 << 30)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let tlsReady = context.eventLoop.makePromise(of: Void.self)
         ClientBootstrap(group: context.eventLoop)
@@ -402,6 +412,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 case .portal: portals[name] = nil
                 }
             }
+        case UInt8(ascii: "F"):
+            // The fast-path function call runs a function by OID, without SQL; it is recorded like a statement.
+            var body = frame.body
+            let oid = body.readInteger(as: UInt32.self).map(String.init) ?? "?"
+            recordThenForward(frame, sql: "function call (oid \(oid))", parameters: nil, kind: "sql.function-call") { id in
+                self.tracker.querySent(.init(id: id, sql: "function call (oid \(oid))", started: now))
+            }
+            return
         case UInt8(ascii: "S"):
             tracker.syncSent()
         case UInt8(ascii: "X"):

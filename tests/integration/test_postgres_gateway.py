@@ -301,3 +301,38 @@ def test_postgresnio_sees_the_same_results_as_directly(gw, pg):
     assert "probe rows: 6 sum 62" in through.stdout and "division: 22012" in through.stdout
     texts = [e["record"]["operation"]["text"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.execute"]
     assert any("WHERE id = $1" in t and "$1='7'" in t for t in texts), texts
+
+
+def test_a_newer_protocol_request_is_negotiated_down_and_fast_path_calls_are_recorded(gw):
+    import socket
+    import struct
+
+    from test_postgres_clients import error_fields, read_message
+
+    sock = socket.create_connection(("127.0.0.1", gw.pg_port), timeout=15)
+    params = b"".join(k.encode() + b"\x00" + v.encode() + b"\x00" for k, v in (
+        ("user", "alice"), ("database", "app-scram"), ("_pq_.future_option", "on"))) + b"\x00"
+    sock.sendall(struct.pack("!II", 8 + len(params), (3 << 16) | 2) + params)  # protocol 3.2
+    kind, body = read_message(sock)
+    assert kind == b"v"
+    newest, count = struct.unpack("!II", body[:8])
+    assert (newest, count) == (0, 1) and body[8:].rstrip(b"\x00") == b"_pq_.future_option"
+    kind, body = read_message(sock)
+    assert (kind, struct.unpack("!I", body)[0]) == (b"R", 3)
+    password = token(gw).encode() + b"\x00"
+    sock.sendall(b"p" + struct.pack("!I", 4 + len(password)) + password)
+    while True:
+        kind, body = read_message(sock)
+        assert kind != b"E", error_fields(body)
+        if kind == b"Z":
+            break
+
+    # FunctionCall: pg_backend_pid() by OID 2026, no arguments, text result.
+    call = struct.pack("!IHHH", 2026, 0, 0, 0)
+    sock.sendall(b"F" + struct.pack("!I", 4 + len(call)) + call)
+    kind, _ = read_message(sock)
+    assert kind == b"V"
+    assert read_message(sock)[0] == b"Z"
+    sock.close()
+    calls = [e["record"]["operation"]["text"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.function-call"]
+    assert calls == ["function call (oid 2026)"]
