@@ -72,6 +72,12 @@ else
   fi
 fi
 [ -x "$BIN" ] || die "no gatehouse binary at $BIN"
+# What was measured: the commit (and whether Sources/ had uncommitted changes when it was built).
+REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -z "${GATEHOUSE_BIN:-}" ] && [ -n "$(git -C "$ROOT" status --porcelain -- Sources Package.swift 2>/dev/null)" ]; then
+  REVISION="$REVISION+uncommitted"
+fi
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 
 # ---------------------------------------------------------------------------------------------
 # Work directory and cleanup
@@ -243,9 +249,25 @@ TOKEN="$("$BIN" dev token --config "$GATEWAY_CONFIG" --subject bench --groups de
 # ---------------------------------------------------------------------------------------------
 # Runs
 
-declare -A TPS LAT TXNS
+declare -A TPS LAT TXNS CPU FAILED
 FAILURES=()
 GATEWAY_STATEMENTS=0    # statements pgbench ran through the gateway (transactions x statements)
+
+# cpu_ticks PID: user+system CPU time of a process so far, in clock ticks (empty if unknown).
+cpu_ticks() {
+  [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || return 0
+  # Fields after the command name (which may contain spaces): utime is the 12th, stime the 13th.
+  sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true
+}
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
+# The proxy process whose CPU time a run is charged with.
+proxy_pid() {
+  case "$1" in
+    gatehouse) echo "$GATEWAY_PID" ;;
+    pgbouncer) cat "$BOUNCER_PIDFILE" 2>/dev/null || true ;;
+  esac
+}
 
 # run_pgbench TARGET WORKLOAD CLIENTS
 run_pgbench() {
@@ -266,10 +288,13 @@ run_pgbench() {
   esac
   mkdir -p "$WORK/runs"
   printf '    %-16s %2d client(s)  %-10s ' "$workload" "$clients" "$target" >&2
-  local rc=0
+  local rc=0 pid cpu0 cpu1
+  pid="$(proxy_pid "$target")"
+  cpu0="$(cpu_ticks "$pid")"
   # A hang is a failure too: each run gets its duration plus a minute.
   "${clean_env[@]}" PGPASSWORD="$pw" PGCONNECT_TIMEOUT=10 timeout --signal=KILL $(( DURATION + 60 )) \
     "$PGBENCH" "${mode[@]}" -c "$clients" -j "$threads" -T "$DURATION" "${conn[@]}" >"$out" 2>&1 || rc=$?
+  cpu1="$(cpu_ticks "$pid")"
   local tps lat txns failed
   tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")"
   lat="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$out")"
@@ -279,6 +304,7 @@ run_pgbench() {
       || grep -qiE 'error|abort' "$out"; then
     echo "FAILED (exit $rc)" >&2
     FAILURES+=("$key")
+    FAILED[$key]=1
     {
       echo "----- pgbench $key failed (exit $rc$([ "$rc" -eq 137 ] && echo ': killed after timeout, hung')) -----"
       echo "command: pgbench ${mode[*]} -c $clients -j $threads -T $DURATION ${conn[*]}"
@@ -296,9 +322,16 @@ run_pgbench() {
   else
     printf '%10s tps  %8s ms\n' "$tps" "$lat" >&2
   fi
-  [ -n "$tps" ] && TPS[$key]="$tps"
-  [ -n "$lat" ] && LAT[$key]="$lat"
+  # A failed run's figures are not comparable: the table shows FAIL instead.
+  if [ -z "${FAILED[$key]:-}" ]; then
+    [ -n "$tps" ] && TPS[$key]="$tps"
+    [ -n "$lat" ] && LAT[$key]="$lat"
+  fi
   [ -n "$txns" ] && TXNS[$key]="$txns"
+  # The proxy's CPU time per transaction (µs), pgbench's setup (vacuum) included.
+  if [ -n "$cpu0" ] && [ -n "$cpu1" ] && [ -n "$txns" ] && [ "$txns" -gt 0 ]; then
+    CPU[$key]="$(awk -v t=$(( cpu1 - cpu0 )) -v hz="$CLK_TCK" -v n="$txns" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }')"
+  fi
   if [ "$target" = gatehouse ] && [ -n "$txns" ]; then
     local per=1
     [ "$workload" = tpcb ] && per=7      # BEGIN, 3 UPDATEs, SELECT, INSERT, END
@@ -327,16 +360,18 @@ fmt_ratio() {  # a / b, or "-"
 fmt_added_us() {  # (a - b) ms -> µs, signed
   if [ -n "${1:-}" ] && [ -n "${2:-}" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.0f", (a - b) * 1000 }'; else echo "-"; fi
 }
-fmt_tps() { if [ -n "${1:-}" ]; then awk -v a="$1" 'BEGIN { printf "%.0f", a }'; else echo "-"; fi; }
+fmt_tps() { if [ -n "${1:-}" ]; then awk -v a="$1" 'BEGIN { printf "%.0f", a }'; elif [ -n "${2:-}" ]; then echo FAIL; else echo "-"; fi; }
 fmt_ms() { if [ -n "${1:-}" ]; then awk -v a="$1" 'BEGIN { printf "%.3f", a }'; else echo "-"; fi; }
 
 echo
-echo "pgbench ${DURATION}s per run, scale $SCALE, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ); TPS without connection time; latency = pgbench's average"
+echo "pgbench ${DURATION}s per run, scale $SCALE, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), gatehouse $REVISION (release)"
+echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+echo "TPS without connection time; latency = pgbench's average"
 echo
-printf '| %-15s | %2s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %8s | %8s |\n' \
-  workload c "direct" "pgbouncer" "gatehouse" "GH/dir" "GH/PgB" "dir ms" "PgB ms" "GH ms" "PgB +µs" "GH +µs"
+printf '| %-15s | %2s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %8s | %8s | %10s | %9s |\n' \
+  workload c "direct" "pgbouncer" "gatehouse" "GH/dir" "GH/PgB" "dir ms" "PgB ms" "GH ms" "PgB +µs" "GH +µs" "PgB cpu/tx" "GH cpu/tx"
 sep="|"
-for width in 15 2 9 9 9 8 8 9 9 9 8 8; do
+for width in 15 2 9 9 9 8 8 9 9 9 8 8 10 9; do
   if [ "$width" = 15 ]; then sep+=":$(printf '%*s' $(( width + 1 )) '' | tr ' ' -)|"
   else sep+="$(printf '%*s' $(( width + 1 )) '' | tr ' ' -):|"; fi
 done
@@ -344,16 +379,19 @@ echo "$sep"
 for workload in $WORKLOADS; do
   for clients in $CLIENT_COUNTS; do
     d="$workload/$clients/direct"; b="$workload/$clients/pgbouncer"; g="$workload/$clients/gatehouse"
-    printf '| %-15s | %2s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %8s | %8s |\n' \
+    printf '| %-15s | %2s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %8s | %8s | %10s | %9s |\n' \
       "$workload" "$clients" \
-      "$(fmt_tps "${TPS[$d]:-}")" "$(fmt_tps "${TPS[$b]:-}")" "$(fmt_tps "${TPS[$g]:-}")" \
+      "$(fmt_tps "${TPS[$d]:-}" "${FAILED[$d]:-}")" "$(fmt_tps "${TPS[$b]:-}" "${FAILED[$b]:-}")" \
+      "$(fmt_tps "${TPS[$g]:-}" "${FAILED[$g]:-}")" \
       "$(fmt_ratio "${TPS[$g]:-}" "${TPS[$d]:-}")" "$(fmt_ratio "${TPS[$g]:-}" "${TPS[$b]:-}")" \
       "$(fmt_ms "${LAT[$d]:-}")" "$(fmt_ms "${LAT[$b]:-}")" "$(fmt_ms "${LAT[$g]:-}")" \
-      "$(fmt_added_us "${LAT[$b]:-}" "${LAT[$d]:-}")" "$(fmt_added_us "${LAT[$g]:-}" "${LAT[$d]:-}")"
+      "$(fmt_added_us "${LAT[$b]:-}" "${LAT[$d]:-}")" "$(fmt_added_us "${LAT[$g]:-}" "${LAT[$d]:-}")" \
+      "${CPU[$b]:--}" "${CPU[$g]:--}"
   done
 done
 echo
-echo "direct/pgbouncer/gatehouse = TPS; GH/dir, GH/PgB = Gatehouse TPS ratios; PgB +µs, GH +µs = average latency added over direct."
+echo "direct/pgbouncer/gatehouse = TPS; GH/dir, GH/PgB = Gatehouse TPS ratios; PgB +µs, GH +µs = average latency added over direct;"
+echo "cpu/tx = the proxy process's CPU time (user+system) per pgbench transaction, in µs."
 
 # ---------------------------------------------------------------------------------------------
 # The audit trail
