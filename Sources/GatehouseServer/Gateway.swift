@@ -174,8 +174,9 @@ extension Gateway {
         guard let certificate = postgres.tlsCertificate, let key = postgres.tlsKey else { return nil }
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
-            let configuration = TLSConfiguration.makeServerConfiguration(
+            var configuration = TLSConfiguration.makeServerConfiguration(
                 certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            configuration.minimumTLSVersion = .tlsv12
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw GatehouseError("postgres.tls", "cannot load the PostgreSQL listener's TLS certificate or key")
@@ -204,6 +205,7 @@ extension Gateway {
 
     static func upstreamTLS(_ connection: GatehouseConfig.Connection) throws -> UpstreamTLS? {
         var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
         switch connection.upstreamTLS {
         case .disable:
             return nil
@@ -221,9 +223,12 @@ extension Gateway {
         }
         do {
             let host = connection.upstream.host ?? "127.0.0.1"
+            // SNI cannot carry an IP address; without a name NIOSSL checks the certificate's IP
+            // entries against the address it connected to instead.
+            let isIPAddress = host.contains(":") || host.split(separator: ".").count == 4 && host.split(separator: ".").allSatisfy { UInt8($0) != nil }
             return UpstreamTLS(
                 context: try NIOSSLContext(configuration: configuration),
-                serverHostname: connection.upstreamTLS == .verifyFull ? host : nil)
+                serverHostname: connection.upstreamTLS == .verifyFull && !isIPAddress ? host : nil)
         } catch {
             throw GatehouseError("postgres.upstream-tls", "cannot set up TLS for connection \(connection.name)")
         }

@@ -28,6 +28,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     private struct UpstreamLogin {
         var scram: SCRAMSHA256Client?
+        /// Set once the server's SCRAM signature checked out.
+        var serverVerified = false
     }
 
     private let environment: SessionEnvironment
@@ -119,7 +121,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// Called by the upstream handler when the database stops (or resumes) taking our writes.
-    func upstreamWritabilityChanged(_ writable: Bool) {
+    func upstreamWritabilityChanged(_ writable: Bool, channel: Channel) {
+        guard isCurrentUpstream(channel) else { return }
         upstreamWritable = writable
         updateClientReading()
     }
@@ -241,6 +244,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 outcome: .init(status: "refused", errorCode: refusal.errorCode)))
             return .failure(refusal)
         }.assumeIsolated().whenSuccess { result in
+            // The session may have ended while the token was being checked (client gone, FATAL sent).
+            guard case .authenticating = self.state else { return }
             switch result {
             case .failure(let refusal):
                 self.fatal(sqlState: refusal.sqlState, message: refusal.message)
@@ -318,6 +323,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         var reply = upstream.allocator.buffer(capacity: 128)
         switch message {
         case .authentication(.ok):
+            // A server that began SCRAM must prove it knows the password before it is believed.
+            if login.scram != nil && !login.serverVerified {
+                return fatal(sqlState: "28000", message: "the database for connection \(target.name) failed to prove its identity")
+            }
             var ok = context.channel.allocator.buffer(capacity: 9)
             PostgresEncoder.backend(.authentication(.ok), into: &ok)
             context.write(wrapOutboundOut(ok), promise: nil)
@@ -346,6 +355,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             guard let scram = login.scram, (try? scram.verifyServerFinal(Array(buffer: data))) != nil else {
                 return fatal(sqlState: "28000", message: "the database for connection \(target.name) failed to prove its identity")
             }
+            login.serverVerified = true
             return
         case .authentication:
             return fatal(sqlState: "28000", message: "the database for connection \(target.name) asks for an unsupported login method")
@@ -484,7 +494,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// Server → client, called by the upstream handler on this loop.
-    func upstreamRead(_ frame: PostgresFrame) {
+    /// A host with several addresses gets several connection attempts; only the one the session
+    /// adopted may speak for the database.
+    private func isCurrentUpstream(_ channel: Channel) -> Bool {
+        upstream.map { $0 === channel } ?? false
+    }
+
+    func upstreamRead(_ frame: PostgresFrame, channel: Channel) {
+        guard isCurrentUpstream(channel) else { return }
         switch state {
         case .upstreamLogin(var login):
             upstreamLoginMessage(frame, login: &login)
@@ -497,12 +514,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    func upstreamReadComplete() {
+    func upstreamReadComplete(channel: Channel) {
+        guard isCurrentUpstream(channel) else { return }
         context?.flush()
     }
 
-    func upstreamFailed(_ error: Error) {
-        guard let target else { return }
+    func upstreamFailed(_ error: Error, channel: Channel) {
+        guard isCurrentUpstream(channel), let target else { return }
         logger.warning("upstream connection error", metadata: ["connection": "\(target.name)", "error": "\(error)"])
         if error is NIOSSLError || error is BoringSSLError {
             fatal(sqlState: "08006", message: "TLS to the database behind connection \(target.name) failed; its certificate is not trusted")
@@ -511,7 +529,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    func upstreamClosed() {
+    func upstreamClosed(channel: Channel) {
+        guard isCurrentUpstream(channel) else { return }
         if case .closed = state { return }
         fatal(sqlState: "08006", message: "the database closed the connection")
     }
@@ -654,8 +673,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// A leading `/* intent: ... */` comment: why the agent says it runs the statement.
     static func intent(in sql: String) -> String? {
         let trimmed = sql.drop { $0.isWhitespace }
-        guard trimmed.hasPrefix("/*"), let end = trimmed.range(of: "*/") else { return nil }
-        let comment = trimmed[trimmed.index(trimmed.startIndex, offsetBy: 2)..<end.lowerBound].trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasPrefix("/*") else { return nil }
+        // The closing marker is searched after the opening one: in "/*/" the "*" belongs to "/*".
+        let body = trimmed.dropFirst(2)
+        guard let end = body.range(of: "*/") else { return nil }
+        let comment = body[..<end.lowerBound].trimmingCharacters(in: .whitespaces)
         guard comment.lowercased().hasPrefix("intent:") else { return nil }
         return String(comment.dropFirst("intent:".count).trimmingCharacters(in: .whitespaces).prefix(1024))
     }
@@ -709,24 +731,24 @@ final class UpstreamHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        session.value.upstreamRead(unwrapInboundIn(data))
+        session.value.upstreamRead(unwrapInboundIn(data), channel: context.channel)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        session.value.upstreamReadComplete()
+        session.value.upstreamReadComplete(channel: context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        session.value.upstreamClosed()
+        session.value.upstreamClosed(channel: context.channel)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        session.value.upstreamWritabilityChanged(context.channel.isWritable)
+        session.value.upstreamWritabilityChanged(context.channel.isWritable, channel: context.channel)
         context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        session.value.upstreamFailed(error)
+        session.value.upstreamFailed(error, channel: context.channel)
         context.close(promise: nil)
     }
 }

@@ -102,5 +102,10 @@ struct StatementTrackerTests {
         #expect(ClientSession.intent(in: "  /* intent: find late orders */ SELECT 1") == "find late orders")
         #expect(ClientSession.intent(in: "/* just a comment */ SELECT 1") == nil)
         #expect(ClientSession.intent(in: "SELECT 1 /* intent: too late */") == nil)
+        // Comments that open and close on shared characters must not trap.
+        #expect(ClientSession.intent(in: "/*/ select 1") == nil)
+        #expect(ClientSession.intent(in: "/*") == nil)
+        #expect(ClientSession.intent(in: "/**/") == nil)
+        #expect(ClientSession.intent(in: "/*intent:x*/") == "x")
     }
 }
