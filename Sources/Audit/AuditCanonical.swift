@@ -41,7 +41,7 @@ public enum AuditCanonical {
     /// The record's canonical JSON alone. It does not depend on the chain, so it can be computed
     /// before the write lock is taken.
     public static func recordJSON(_ record: AuditRecord) throws -> [UInt8] {
-        Array(try encoder().encode(record))
+        AuditRecordJSON.encode(record)
     }
 
     /// Splices the body from a pre-encoded record, producing exactly what encoding `Body` with

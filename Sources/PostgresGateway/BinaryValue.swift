@@ -21,7 +21,7 @@ enum BinaryValue {
         case (701, 8): // float8
             return value.readInteger(as: UInt64.self).map { String(Double(bitPattern: $0)) } ?? hex(buffer)
         case (25, _), (1043, _), (1042, _), (19, _), (114, _): // text, varchar, bpchar, name, json
-            return value.readString(length: size) ?? hex(buffer)
+            return StatementTracker.text(buffer, binary: false)
         case (2950, 16): // uuid
             let bytes = value.readBytes(length: 16) ?? []
             let hexDigits = bytes.map { String(format: "%02x", $0) }.joined()
@@ -29,11 +29,19 @@ enum BinaryValue {
             for offset in [8, 13, 18, 23] { uuid.insert("-", at: uuid.index(uuid.startIndex, offsetBy: offset)) }
             return uuid
         default:
-            return hex(buffer)
+            return StatementTracker.text(buffer, binary: true)
         }
     }
 
+    private static let digits = Array("0123456789abcdef".utf8)
+
     static func hex(_ buffer: ByteBuffer) -> String {
-        "\\x" + buffer.readableBytesView.map { String(format: "%02x", $0) }.joined()
+        var out: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "x")]
+        out.reserveCapacity(2 + buffer.readableBytes * 2)
+        for byte in buffer.readableBytesView {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -682,16 +682,28 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         return String(comment.dropFirst("intent:".count).trimmingCharacters(in: .whitespaces).prefix(1024))
     }
 
+    /// The recorded result: `{"columns":[...],"rows":[[...]]}`, cut at the payload cap.
     static func payload(_ outcome: StatementTracker.Outcome, maxBytes: Int) -> (text: String?, truncated: Bool) {
-        guard !outcome.columns.isEmpty || !outcome.recordedRows.isEmpty else { return (nil, false) }
-        let object: [String: Any] = [
-            "columns": outcome.columns,
-            "rows": outcome.recordedRows.map { $0.map { $0 as Any? ?? NSNull() } },
-        ]
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
-            return (nil, false)
+        guard !outcome.recordedRows.isEmpty else { return (nil, false) }
+        var json = JSONWriter(capacity: 256)
+        json.beginObject()
+        json.key("columns")
+        json.beginArray()
+        for column in outcome.columns { json.string(column) }
+        json.endArray()
+        json.key("rows")
+        json.beginArray()
+        for row in outcome.recordedRows {
+            json.beginArray()
+            for value in row {
+                if let value { json.string(value) } else { json.null() }
+            }
+            json.endArray()
+            if json.bytes.count > maxBytes { break }
         }
-        let kept = String(decoding: data, as: UTF8.self).truncated(toUTF8Bytes: maxBytes)
+        json.endArray()
+        json.endObject()
+        let kept = String(decoding: json.bytes, as: UTF8.self).truncated(toUTF8Bytes: maxBytes)
         return (kept.text, kept.truncated || Int64(outcome.recordedRows.count) < outcome.rows)
     }
 

@@ -191,11 +191,16 @@ struct StatementTracker {
         }
     }
 
-    /// A column value as the trail shows it: text as is, binary-format values as hex.
+    /// Longest value kept in the trail; a 1 GB bytea must not be turned into a 2 GB string.
+    static let maxValueBytes = 1024
+
+    /// A column value as the trail shows it: text as is, binary-format values as hex, either cut at
+    /// `maxValueBytes` with the full length noted.
     static func text(_ buffer: ByteBuffer, binary: Bool) -> String {
-        if !binary, let string = buffer.getString(at: buffer.readerIndex, length: buffer.readableBytes) {
-            return string
-        }
-        return BinaryValue.hex(buffer)
+        let length = buffer.readableBytes
+        let kept = buffer.getSlice(at: buffer.readerIndex, length: min(length, binary ? maxValueBytes / 2 : maxValueBytes)) ?? ByteBuffer()
+        var text = binary ? BinaryValue.hex(kept) : String(buffer: kept)
+        if kept.readableBytes < length { text += "…(\(length) bytes)" }
+        return text
     }
 }
