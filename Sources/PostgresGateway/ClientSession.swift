@@ -59,7 +59,17 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Extended protocol: what each prepared statement and portal will run, for the trail.
     private var statements: [String: (sql: String, parameterTypes: [UInt32])] = [:]
-    private var portals: [String: (sql: String, parameters: [String?], formats: [Int16])] = [:]
+    private struct Portal {
+        var sql: String
+        var formats: [Int16]
+        /// The statement id whose request event (recorded at Bind) covers this portal's executions.
+        var statementID: Int
+        /// The first Execute uses the tracker entry made at Bind; later ones (a suspended portal
+        /// fetched again) get entries of their own.
+        var awaitingFirstExecute = true
+    }
+
+    private var portals: [String: Portal] = [:]
     private var tracker: StatementTracker
     private var nextStatementID = 0
     /// Request events committed whose statements have not finished yet, by statement id.
@@ -67,8 +77,17 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Statements that finished before their request event was committed.
     private var finishedBeforeCommit: [Int: StatementTracker.Outcome] = [:]
 
-    init(environment: SessionEnvironment, logger: Logger) {
+    private let loginState: LoginState
+    /// Prepared statements (and, separately, named portals) one session may hold in the gateway's memory.
+    static let maxPreparedStatements = 10_000
+    /// How long a client may take from connecting to being ready for queries.
+    static let loginDeadline = TimeAmount.seconds(30)
+    /// How long a refused client gets to read its error before the connection is cut anyway.
+    static let closeDeadline = TimeAmount.seconds(5)
+
+    init(environment: SessionEnvironment, login: LoginState, logger: Logger) {
         self.environment = environment
+        self.loginState = login
         self.tracker = StatementTracker(maxRecordedRows: environment.settings.maxRecordedRows)
         var logger = logger
         logger[metadataKey: "session"] = "\(sessionID)"
@@ -78,6 +97,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         client.address = context.channel.remoteAddress.map(Self.describe)
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.loginDeadline) {
+            switch self.state {
+            case .relaying, .closed: break
+            default: self.fatal(sqlState: "08006", message: "login did not complete in time")
+            }
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -371,6 +396,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         case .readyForQuery:
             state = .relaying
+            loginState.loggedIn = true
             writeToClient(frame)
             context.flush()
             return
@@ -396,7 +422,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         case UInt8(ascii: "P"):
             guard case .parse(let parse) = try? FrontendMessage.parse(frame) else { return malformed() }
-            statements[parse.statementName] = (parse.query, parse.parameterTypes)
+            // The server refuses to redefine a named statement without Close; so does the record of it.
+            if parse.statementName.isEmpty || statements[parse.statementName] == nil {
+                guard statements.count < Self.maxPreparedStatements else {
+                    return fatal(sqlState: "54000", message: "too many prepared statements in this session (limit \(Self.maxPreparedStatements))")
+                }
+                statements[parse.statementName] = (parse.query, parse.parameterTypes)
+            }
         case UInt8(ascii: "B"):
             guard case .bind(let bind) = try? FrontendMessage.parse(frame) else { return malformed() }
             let statement = statements[bind.statementName] ?? ("", [])
@@ -407,14 +439,36 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 let type = index < statement.parameterTypes.count ? statement.parameterTypes[index] : 0
                 return value.map { binary ? BinaryValue.text($0, typeOID: type) : StatementTracker.text($0, binary: false) }
             }
-            portals[bind.portalName] = (sql, parameters, bind.resultFormats)
-        case UInt8(ascii: "E"):
-            guard case .execute(let portalName, _) = try? FrontendMessage.parse(frame) else { return malformed() }
-            let portal = portals[portalName] ?? ("", [], [])
-            recordThenForward(frame, sql: portal.sql, parameters: portal.parameters, kind: "sql.execute") { id in
-                self.tracker.executeSent(.init(id: id, sql: portal.sql, started: now, resultFormats: portal.formats))
+            guard bind.portalName.isEmpty || portals[bind.portalName] != nil || portals.count < Self.maxPreparedStatements else {
+                return fatal(sqlState: "54000", message: "too many open portals in this session (limit \(Self.maxPreparedStatements))")
+            }
+            // Recorded here, not at Execute: binding already runs code on the server (type input
+            // functions, domain checks, planning), so nothing bound may reach it unrecorded.
+            let portalName = bind.portalName
+            let formats = bind.resultFormats
+            recordThenForward(frame, sql: sql, parameters: parameters, kind: "sql.execute") { id in
+                self.portals[portalName] = Portal(sql: sql, formats: formats, statementID: id)
+                // Tracked from Bind on: an error for it (or for the Parse before it) may come back
+                // before its Execute is even forwarded.
+                self.tracker.executeSent(.init(id: id, sql: sql, started: now, resultFormats: formats))
             }
             return
+        case UInt8(ascii: "E"):
+            guard case .execute(let portalName, _) = try? FrontendMessage.parse(frame) else { return malformed() }
+            if var portal = portals[portalName] {
+                if portal.awaitingFirstExecute {
+                    portal.awaitingFirstExecute = false
+                    portals[portalName] = portal
+                } else {
+                    tracker.executeSent(.init(id: portal.statementID, sql: portal.sql, started: now, resultFormats: portal.formats))
+                }
+            } else {
+                // A portal the gateway did not see bound (a cursor declared in SQL): recorded now.
+                recordThenForward(frame, sql: "FETCH FROM PORTAL \"\(portalName)\"", parameters: nil, kind: "sql.execute") { id in
+                    self.tracker.executeSent(.init(id: id, sql: "", started: now))
+                }
+                return
+            }
         case UInt8(ascii: "C"):
             if case .close(let target, let name) = try? FrontendMessage.parse(frame) {
                 switch target {
@@ -439,6 +493,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             break
         }
         writeToUpstream(frame, upstream: upstream)
+    }
+
+    /// A statement bound but never executed leaves its entry behind; far older ones can go.
+    private func forgetAbandonedStatements() {
+        guard committedSeqs.count > 2 * Self.maxPreparedStatements else { return }
+        let oldest = nextStatementID - Self.maxPreparedStatements
+        committedSeqs = committedSeqs.filter { $0.key >= oldest }
+        finishedBeforeCommit = finishedBeforeCommit.filter { $0.key >= oldest }
     }
 
     private func malformed() {
@@ -469,8 +531,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                     guard let upstream = self.upstream else { return }
                     if let outcome = self.finishedBeforeCommit.removeValue(forKey: id) {
                         self.recordOutcome(outcome, requestSeq: event.seq)
+                        if outcome.suspended { self.committedSeqs[id] = event.seq }
                     } else {
                         self.committedSeqs[id] = event.seq
+                        self.forgetAbandonedStatements()
                     }
                     self.writeToUpstream(frame, upstream: upstream)
                     self.waitingForAudit = false
@@ -550,10 +614,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         for outcome in finished {
-            if let seq = committedSeqs.removeValue(forKey: outcome.statement.id) {
+            let id = outcome.statement.id
+            if let seq = committedSeqs[id] {
+                // A suspended portal will be executed again under the same request event.
+                if !outcome.suspended { committedSeqs[id] = nil }
                 recordOutcome(outcome, requestSeq: seq)
             } else {
-                finishedBeforeCommit[outcome.statement.id] = outcome
+                finishedBeforeCommit[id] = outcome
             }
         }
     }
@@ -601,6 +668,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             PostgresEncoder.errorResponse(severity: "FATAL", sqlState: sqlState, message: message, into: &buffer)
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+            // A client that stopped reading would never see the write complete.
+            context.eventLoop.scheduleTask(in: Self.closeDeadline) { channel.close(promise: nil) }
         }
         close(reason: message, closeClient: false)
     }
@@ -615,6 +684,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             var buffer = upstream.allocator.buffer(capacity: 5)
             PostgresEncoder.terminate(into: &buffer)
             upstream.writeAndFlush(buffer).whenComplete { _ in upstream.close(promise: nil) }
+            upstream.eventLoop.scheduleTask(in: Self.closeDeadline) { upstream.close(promise: nil) }
         }
         upstream = nil
         if wasRelaying {

@@ -36,9 +36,10 @@ public final class PostgresListener: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     sessions.add(channel)
+                    let login = LoginState()
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(ClientMessageDecoder(maximumFrameLength: environment.settings.maxFrameBytes)))
-                    try channel.pipeline.syncOperations.addHandler(ClientSession(environment: environment, logger: logger))
+                        ByteToMessageHandler(ClientMessageDecoder(maximumFrameLength: environment.settings.maxFrameBytes, login: login)))
+                    try channel.pipeline.syncOperations.addHandler(ClientSession(environment: environment, login: login, logger: logger))
                 }
             }
             .bind(host: environment.settings.host, port: environment.settings.port)
