@@ -78,6 +78,15 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var finishedBeforeCommit: [Int: StatementTracker.Outcome] = [:]
 
     private let loginState: LoginState
+    static let refusedStartupParameters: Set<String> = ["options", "role", "session_authorization", "replication"]
+
+    /// What goes upstream: the client's settings, minus its own identity, with the text encoding
+    /// pinned to UTF-8 so the server runs exactly the text the gateway recorded.
+    static func upstreamParameters(_ parameters: [StartupParameter]) -> [StartupParameter] {
+        parameters.filter { !["user", "database", "client_encoding"].contains($0.name.lowercased()) }
+            + [StartupParameter(name: "client_encoding", value: "UTF8")]
+    }
+
     /// Prepared statements (and, separately, named portals) one session may hold in the gateway's memory.
     static let maxPreparedStatements = 10_000
     /// How long a client may take from connecting to being ready for queries.
@@ -192,6 +201,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             if message["replication"].map({ $0 != "false" && $0 != "0" }) ?? false {
                 return fatal(sqlState: "0A000", message: "replication connections are not supported through the gateway")
             }
+            // These would change who the session runs as, or set arbitrary server options, behind
+            // the trail's back; the same settings made with SQL are recorded like any statement.
+            if let refused = message.parameters.first(where: { Self.refusedStartupParameters.contains($0.name.lowercased()) }) {
+                return fatal(sqlState: "08P01", message: "startup parameter \(refused.name) is not allowed through the gateway; use SET after connecting")
+            }
             client.application = message["application_name"].map { $0.truncated(toUTF8Bytes: 256).text }
             var buffer = context.channel.allocator.buffer(capacity: 64)
             // Newer clients may ask for protocol 3.x or `_pq_.` extensions; the gateway speaks 3.0
@@ -257,7 +271,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                     break
                 }
                 do {
-                    _ = try await environment.auditLog.append(Self.connectRecord(environment, sessionID, principal, client, target.name, decision))
+                    let settings = Self.upstreamParameters(startup.parameters).map { "\($0.name)=\($0.value)" }.joined(separator: " ")
+                    _ = try await environment.auditLog.append(Self.connectRecord(
+                        environment, sessionID, principal, client, target.name, decision, settings: settings))
                 } catch {
                     return .failure(SessionRefusal.auditUnavailable)
                 }
@@ -278,7 +294,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 self.principal = principal
                 self.target = target
                 self.accessDecision = decision
-                self.startupParameters = startup.parameters.filter { !["user", "database"].contains($0.name) }
+                self.startupParameters = Self.upstreamParameters(startup.parameters)
                 self.connectUpstream(target)
             }
         }
@@ -676,8 +692,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     private func close(reason: String, closeClient: Bool = true) {
         if case .closed = state { return }
-        let wasRelaying: Bool
-        if case .relaying = state { wasRelaying = true } else { wasRelaying = false }
+        // Every session whose connect was recorded gets its end recorded too, also when the
+        // upstream login failed after the client was admitted.
+        let connectRecorded = target != nil
         state = .closed
         if let cancelKey { environment.cancels.remove(cancelKey) }
         if let upstream {
@@ -687,7 +704,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             upstream.eventLoop.scheduleTask(in: Self.closeDeadline) { upstream.close(promise: nil) }
         }
         upstream = nil
-        if wasRelaying {
+        if connectRecorded {
             let record = sessionRecord(.init(kind: "pg.disconnect", text: reason))
             let auditLog = environment.auditLog
             Task { _ = try? await auditLog.append(record) }
@@ -723,11 +740,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     private static func connectRecord(
         _ environment: SessionEnvironment, _ session: String, _ principal: Principal?, _ client: ClientInfo,
-        _ connection: String?, _ decision: Decision, outcome: AuditRecord.Outcome? = nil
+        _ connection: String?, _ decision: Decision, outcome: AuditRecord.Outcome? = nil, settings: String? = nil
     ) -> AuditRecord {
-        AuditRecord(
+        let text = "connect to \(connection ?? "(none)")" + (settings.map { " with \($0)" } ?? "")
+        return AuditRecord(
             node: environment.settings.node, session: session, principal: principal, client: client,
-            connection: connection, operation: .init(kind: "pg.connect", text: "connect to \(connection ?? "(none)")"),
+            connection: connection, operation: .init(kind: "pg.connect", text: text.truncated(toUTF8Bytes: 4096).text),
             decision: decision, outcome: outcome)
     }
 

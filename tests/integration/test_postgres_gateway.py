@@ -336,3 +336,18 @@ def test_a_newer_protocol_request_is_negotiated_down_and_fast_path_calls_are_rec
     sock.close()
     calls = [e["record"]["operation"]["text"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.function-call"]
     assert calls == ["function call (oid 2026)"]
+
+
+def test_startup_settings_are_recorded_and_identity_changing_ones_refused(gw):
+    refused = subprocess.run(
+        ["psql", f"host=127.0.0.1 port={gw.pg_port} dbname=app-scram user=alice sslmode=disable", "-X", "-c", "SELECT 1"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PGPASSWORD": token(gw), "PGOPTIONS": "-c role=admin_user"},
+    )
+    assert refused.returncode != 0 and "startup parameter options is not allowed" in refused.stderr
+
+    result = psql(gw, "SHOW client_encoding")
+    assert result.returncode == 0 and result.stdout.strip() == "UTF8"
+    [connect] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.connect"]
+    assert "client_encoding=UTF8" in connect["operation"]["text"]
+    assert connect["decision"]["reason"] == "group dev is allowed"
