@@ -623,7 +623,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             tracker.countRow()
             return
         case UInt8(ascii: "T"), UInt8(ascii: "D"), UInt8(ascii: "C"), UInt8(ascii: "E"), UInt8(ascii: "Z"),
-             UInt8(ascii: "I"), UInt8(ascii: "s"):
+             UInt8(ascii: "I"), UInt8(ascii: "s"), UInt8(ascii: "G"):
             guard let message = try? BackendMessage.parse(frame) else { return }
             finished = tracker.receive(message, now: now)
         default:

@@ -120,16 +120,32 @@ struct StatementTracker {
                     outcome.sqlState = fields.sqlState
                     outcome.errorMessage = fields.message
                 }
-                // The server now discards everything until Sync: those statements never ran.
-                while case .execute(var skipped) = front {
-                    skipped.skipped = true
-                    skipped.finished = now
-                    finished.append(skipped)
-                    head += 1
+                // The server now discards every message until Sync, simple queries included, and
+                // answers none of them: those statements never ran.
+                while let entry = front {
+                    switch entry {
+                    case .execute(var skipped), .simpleQuery(var skipped):
+                        skipped.skipped = true
+                        skipped.finished = now
+                        finished.append(skipped)
+                        head += 1
+                        continue
+                    case .sync:
+                        break
+                    }
+                    break
                 }
                 return finished
             default:
                 break
+            }
+        case .copyInResponse:
+            // During COPY FROM STDIN the server ignores Sync; the Syncs a client sent along with the
+            // Execute that started the copy will get no ReadyForQuery of their own.
+            if case .execute = front {
+                while head + 1 < queue.count, case .sync = queue[head + 1] {
+                    queue.remove(at: head + 1)
+                }
             }
         case .readyForQuery:
             var finished: [Outcome] = []

@@ -55,6 +55,35 @@ struct StatementTrackerTests {
         #expect(tracker.inFlight == 0)
     }
 
+    @Test func aQuerySentAfterAnExtendedErrorIsSkippedUntilSync() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.executeSent(statement(1, "SELECT 1/0"))
+        tracker.querySent(statement(2, "SELECT 2"))
+        tracker.syncSent()
+        tracker.querySent(statement(3, "SELECT 3"))
+        let failed = tracker.receive(.errorResponse(ErrorFields(severity: "ERROR", sqlState: "22012", message: "x")), now: now)
+        #expect(failed.map(\.statement.id) == [1, 2] && failed[1].skipped)
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
+        _ = tracker.receive(.commandComplete("SELECT 1"), now: now)
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).map(\.statement.id) == [3])
+        #expect(tracker.inFlight == 0)
+    }
+
+    @Test func syncsSentWithACopyExecuteGetNoReadyForQuery() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        // libpq: Parse/Bind/Execute/Sync, then CopyData, CopyDone, Sync.
+        tracker.executeSent(statement(1, "COPY t FROM STDIN"))
+        tracker.syncSent()
+        #expect(tracker.receive(.copyInResponse(CopyResponse(overallFormat: 0, columnFormats: [0])), now: now).isEmpty)
+        tracker.syncSent()
+        #expect(tracker.receive(.commandComplete("COPY 2"), now: now).map(\.statement.id) == [1])
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
+        #expect(tracker.inFlight == 0)
+        tracker.querySent(statement(2, "SELECT 1"))
+        _ = tracker.receive(.commandComplete("SELECT 1"), now: now)
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).map(\.statement.id) == [2])
+    }
+
     @Test func rowsBeyondTheCapAreCountedNotKept() {
         var tracker = StatementTracker(maxRecordedRows: 2)
         tracker.executeSent(statement(1, "SELECT n"))
