@@ -351,3 +351,21 @@ def test_startup_settings_are_recorded_and_identity_changing_ones_refused(gw):
     [connect] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.connect"]
     assert "client_encoding=UTF8" in connect["operation"]["text"]
     assert connect["decision"]["reason"] == "group dev is allowed"
+
+
+def test_before_login_a_large_message_is_refused_without_buffering_it(gw):
+    import socket
+    import struct
+
+    from test_postgres_clients import error_fields, read_message
+
+    sock = socket.create_connection(("127.0.0.1", gw.pg_port), timeout=15)
+    params = b"user\x00alice\x00database\x00app-scram\x00\x00"
+    sock.sendall(struct.pack("!II", 8 + len(params), 196608) + params)
+    assert read_message(sock)[0] == b"R"
+    # A "password" declaring 1 MiB: refused from its header, long before login could succeed.
+    sock.sendall(b"p" + struct.pack("!I", 1 << 20))
+    kind, body = read_message(sock)
+    assert kind == b"E" and error_fields(body)["C"] == "08P01"
+    sock.close()
+    assert psql(gw, "SELECT 1").returncode == 0
