@@ -289,8 +289,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             guard case .authenticating = self.state else { return }
             switch result {
             case .failure(let refusal):
+                PostgresMetrics.deniedSessions.increment()
                 self.fatal(sqlState: refusal.sqlState, message: refusal.message)
             case .success(let (principal, target, decision)):
+                PostgresMetrics.allowedSessions.increment()
                 self.principal = principal
                 self.target = target
                 self.accessDecision = decision
@@ -542,8 +544,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             .whenComplete { result in
                 switch result {
                 case .failure:
+                    PostgresMetrics.refusedStatements.increment()
                     self.fatal(sqlState: "58000", message: "the audit trail cannot be written; statement refused")
                 case .success(let event):
+                    PostgresMetrics.statements.increment()
                     guard let upstream = self.upstream else { return }
                     if let outcome = self.finishedBeforeCommit.removeValue(forKey: id) {
                         self.recordOutcome(outcome, requestSeq: event.seq)
@@ -644,6 +648,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// The result event: written after the fact and not waited for, linked to its request event.
     private func recordOutcome(_ outcome: StatementTracker.Outcome, requestSeq: Int64) {
         let duration = (outcome.finished ?? ContinuousClock.now) - outcome.statement.started
+        PostgresMetrics.statementDuration.recordNanoseconds(
+            duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
         let payload = Self.payload(outcome, maxBytes: environment.settings.maxPayloadBytes)
         let status: String = outcome.skipped ? "skipped" : outcome.sqlState != nil ? "error" : outcome.suspended ? "suspended" : "ok"
         let record = sessionRecord(

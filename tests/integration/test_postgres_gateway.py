@@ -91,6 +91,13 @@ def test_statements_are_recorded_with_identity_and_results(gw, pg):
     # max_recorded_rows: 5 keeps the first five rows and says the result was cut.
     assert len(statuses) > 5 and [r[0] for r in rows["rows"]] == statuses[:5]
     assert answer["payloadTruncated"] is True and answer["outcome"]["rows"] == len(statuses)
+    import re
+    import requests
+
+    metrics = requests.get(gw.url + "/metrics", timeout=5).text
+    assert re.search(r'gatehouse_requests_total\{protocol="postgres",decision="allow"\} 1\b', metrics), metrics
+    assert re.search(r'gatehouse_sessions_total\{protocol="postgres",decision="allow"\} 1\b', metrics), metrics
+    assert re.search(r'gatehouse_request_duration_seconds_count\{protocol="postgres"\} 1\b', metrics), metrics
     # The database password never reaches the trail or the gateway's log.
     assert pg.passwords["gh_scram"] not in gw.cli("audit", "list", "--json").stdout
     assert pg.passwords["gh_scram"] not in gw.log_text()
