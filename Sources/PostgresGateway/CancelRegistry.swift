@@ -1,3 +1,4 @@
+import GatehouseCore
 import NIOConcurrencyHelpers
 
 /// Maps the BackendKeyData the gateway gave a client to the upstream backend serving it, so a
@@ -9,6 +10,10 @@ final class CancelRegistry: Sendable {
         var port: Int
         var processID: Int32
         var secretKey: Int32
+        /// The session whose query a cancel would stop, with who ran it, for the trail.
+        var session: String
+        var principal: Principal?
+        var connection: String
     }
 
     struct Key: Hashable, Sendable {

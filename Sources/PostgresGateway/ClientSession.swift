@@ -406,7 +406,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             logger.warning("upstream login failed", metadata: ["connection": "\(target.name)", "sqlstate": "\(fields.sqlState ?? "")"])
             return fatal(sqlState: fields.sqlState ?? "28000", message: "the gateway could not log in to connection \(target.name)")
         case .backendKeyData(let processID, let secretKey):
-            let key = environment.cancels.register(.init(host: target.host, port: target.port, processID: processID, secretKey: secretKey))
+            let key = environment.cancels.register(.init(
+                host: target.host, port: target.port, processID: processID, secretKey: secretKey,
+                session: sessionID, principal: principal, connection: target.name))
             cancelKey = key
             var buffer = context.channel.allocator.buffer(capacity: 13)
             PostgresEncoder.backend(.backendKeyData(processID: key.processID, secretKey: key.secretKey), into: &buffer)
@@ -496,12 +498,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             }
         case UInt8(ascii: "F"):
             // The fast-path function call runs a function by OID, without SQL; it is recorded like a statement.
-            var body = frame.body
-            let oid = body.readInteger(as: UInt32.self).map(String.init) ?? "?"
-            recordThenForward(frame, sql: "function call (oid \(oid))", parameters: nil, kind: "sql.function-call") { id in
+            let (oid, arguments) = Self.functionCall(frame.body)
+            recordThenForward(frame, sql: "function call (oid \(oid))", parameters: arguments, kind: "sql.function-call") { id in
                 self.tracker.querySent(.init(id: id, sql: "function call (oid \(oid))", started: now))
             }
             return
+        case UInt8(ascii: "d"):
+            tracker.copyDataSent(bytes: frame.body.readableBytes)
         case UInt8(ascii: "S"):
             tracker.syncSent()
         case UInt8(ascii: "X"):
@@ -511,6 +514,32 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             break
         }
         writeToUpstream(frame, upstream: upstream)
+    }
+
+    /// The function's OID and its arguments, rendered like bound parameters.
+    static func functionCall(_ body: ByteBuffer) -> (oid: String, arguments: [String?]) {
+        var body = body
+        guard let oid = body.readInteger(as: UInt32.self), let formatCount = body.readInteger(as: Int16.self), formatCount >= 0 else {
+            return ("?", [])
+        }
+        var formats: [Int16] = []
+        for _ in 0..<Int(formatCount) {
+            guard let format = body.readInteger(as: Int16.self) else { return (String(oid), []) }
+            formats.append(format)
+        }
+        guard let argumentCount = body.readInteger(as: Int16.self), argumentCount >= 0 else { return (String(oid), []) }
+        var arguments: [String?] = []
+        for index in 0..<Int(argumentCount) {
+            guard let length = body.readInteger(as: Int32.self) else { break }
+            if length < 0 {
+                arguments.append(nil)
+                continue
+            }
+            guard let value = body.readSlice(length: Int(length)) else { break }
+            let binary = formats.count == 1 ? formats[0] == 1 : (index < formats.count && formats[index] == 1)
+            arguments.append(StatementTracker.text(value, binary: binary))
+        }
+        return (String(oid), arguments)
     }
 
     /// A statement bound but never executed leaves its entry behind; far older ones can go.
@@ -657,6 +686,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             outcome: .init(
                 status: outcome.commandTags.isEmpty ? status : outcome.commandTags.joined(separator: "; "),
                 rows: outcome.rows,
+                bytes: outcome.copiedBytes > 0 ? outcome.copiedBytes : nil,
                 errorCode: outcome.sqlState,
                 error: outcome.errorMessage.map { String($0.prefix(1024)) },
                 durationMicros: Int64(duration.components.seconds) * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000),
@@ -720,8 +750,17 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// A cancel arrives on a new, unauthenticated connection; holding the session's key is its
+    /// credential. Unknown keys are dropped silently, as PostgreSQL does; a matching one is recorded
+    /// in the session it cancels.
     private func forwardCancel(_ key: CancelRegistry.Key) {
         guard let context, let upstream = environment.cancels.lookup(key) else { return }
+        let record = AuditRecord(
+            node: environment.settings.node, session: upstream.session, principal: upstream.principal, client: client,
+            connection: upstream.connection, operation: .init(kind: "pg.cancel", text: "cancel the running statement"),
+            decision: .allow(rule: "cancel-key", reason: "the request carried the session's cancel key"))
+        let auditLog = environment.auditLog
+        Task { _ = try? await auditLog.append(record) }
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.seconds(5))
             .connect(host: upstream.host, port: upstream.port)

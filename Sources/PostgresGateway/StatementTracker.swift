@@ -23,6 +23,8 @@ struct StatementTracker {
         var statement: Statement
         var commandTags: [String] = []
         var rows: Int64 = 0
+        /// COPY FROM STDIN data the client sent for this statement.
+        var copiedBytes: Int64 = 0
         var columns: [String] = []
         /// 0 text, 1 binary, per column, from the RowDescription.
         var columnFormats: [Int16] = []
@@ -69,6 +71,11 @@ struct StatementTracker {
         case .simpleQuery(let outcome), .execute(let outcome): outcome.recordedRows.count < maxRecordedRows
         default: false
         }
+    }
+
+    /// Counts COPY FROM STDIN data toward the statement being run (the one in copy-in mode).
+    mutating func copyDataSent(bytes: Int) {
+        update { $0.copiedBytes += Int64(bytes) }
     }
 
     /// Counts a DataRow without decoding it, once enough rows have been kept.

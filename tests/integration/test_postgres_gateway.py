@@ -151,6 +151,10 @@ def test_psql_meta_commands_transactions_and_copy(gw, pg, workdir):
     assert any(t.startswith("COPY") and "SELECT id, email FROM customers" in t and "TO STDOUT" in t for t in texts), texts
     results = [e["record"]["outcome"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.result"]
     assert any(o.get("errorCode") == "22012" for o in results)
+    # COPY FROM STDIN data never escapes the trail: its size is recorded with the statement.
+    copies = [o for o in results if (o.get("status") or "").startswith("COPY")]
+    # (psql also sends its end-of-data line "\\.\n" as data.)
+    assert any(o["status"] == "COPY 2" and o.get("bytes", 0) >= len("1\tone\n2\ttwo\n") for o in copies), copies
 
 
 def test_psycopg_extended_protocol_parameters_and_copy(gw, pg):
@@ -173,6 +177,8 @@ def test_psycopg_extended_protocol_parameters_and_copy(gw, pg):
     executes = [e["record"]["operation"]["text"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.execute"]
     assert any("WHERE id = $1" in t and "$1='7'" in t for t in executes), executes
     assert sum("customer_id = $1" in t for t in executes) == 6
+    cancels = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.cancel"]
+    assert cancels == []
 
 
 def test_asyncpg_prepared_statements_and_binary_results(gw, pg):
@@ -220,6 +226,9 @@ def test_a_cancel_reaches_the_right_backend(gw):
         assert time.monotonic() - started < 20
         conn.rollback()
         assert conn.execute("SELECT 1").fetchone() == (1,)
+    [cancel] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.cancel"]
+    [connect] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.connect"]
+    assert cancel["session"] == connect["session"] and cancel["principal"]["subject"] == "alice"
 
 
 def test_pgbench_through_the_gateway_is_recorded_in_full(gw, pg):
@@ -334,15 +343,15 @@ def test_a_newer_protocol_request_is_negotiated_down_and_fast_path_calls_are_rec
         if kind == b"Z":
             break
 
-    # FunctionCall: pg_backend_pid() by OID 2026, no arguments, text result.
-    call = struct.pack("!IHHH", 2026, 0, 0, 0)
+    # FunctionCall: abs(int4) by OID 1397 with the text argument -5, text result.
+    call = struct.pack("!IHH", 1397, 0, 1) + struct.pack("!i", 2) + b"-5" + struct.pack("!H", 0)
     sock.sendall(b"F" + struct.pack("!I", 4 + len(call)) + call)
     kind, _ = read_message(sock)
     assert kind == b"V"
     assert read_message(sock)[0] == b"Z"
     sock.close()
     calls = [e["record"]["operation"]["text"] for e in gw.events() if e["record"]["operation"]["kind"] == "sql.function-call"]
-    assert calls == ["function call (oid 2026)"]
+    assert calls == ["function call (oid 1397)\n-- parameters: $1='-5'"]
 
 
 def test_startup_settings_are_recorded_and_identity_changing_ones_refused(gw):
