@@ -233,7 +233,8 @@ public enum ConfigLoader {
             tlsKey: key,
             requireTLS: requireTLS,
             maxFrameBytes: section?.int("max_frame_bytes", in: 1024...(1 << 30)) ?? 64 << 20,
-            maxRecordedRows: section?.int("max_recorded_rows", in: 0...100_000) ?? 100)
+            maxRecordedRows: section?.int("max_recorded_rows", in: 0...100_000) ?? 100,
+            maxConnections: section?.int("max_connections", in: 1...100_000) ?? 1000)
         section?.finish()
         return postgres
     }

@@ -27,6 +27,8 @@ public struct GatehouseConfig: Sendable {
         public var maxFrameBytes: Int
         /// Result rows kept in the audit trail per statement.
         public var maxRecordedRows: Int
+        /// Client connections served at once; more are refused (SQLSTATE 53300) before login.
+        public var maxConnections: Int
     }
 
     public struct Gateway: Sendable {

@@ -123,6 +123,7 @@ public final class Gateway: Sendable {
                 maxFrameBytes: config.postgres.maxFrameBytes,
                 maxRecordedRows: config.postgres.maxRecordedRows,
                 maxPayloadBytes: config.audit.maxPayloadBytes,
+                maxConnections: config.postgres.maxConnections,
                 node: config.gateway.node,
                 connections: try Self.postgresTargets(config))
             services.append(.init(service: PostgresListener(

@@ -14,13 +14,15 @@ public struct PostgresGatewaySettings: Sendable {
     public var maxFrameBytes: Int
     public var maxRecordedRows: Int
     public var maxPayloadBytes: Int
+    public var maxConnections: Int
     public var node: String
     public var connections: [String: UpstreamTarget]
 
     public init(
         host: String, port: Int, tls: NIOSSLContext?, requireTLS: Bool, maxFrameBytes: Int, maxRecordedRows: Int,
-        maxPayloadBytes: Int, node: String, connections: [String: UpstreamTarget]
+        maxPayloadBytes: Int, maxConnections: Int = 1000, node: String, connections: [String: UpstreamTarget]
     ) {
+        self.maxConnections = maxConnections
         self.host = host
         self.port = port
         self.tls = tls

@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import PostgresWire
 import ServiceLifecycle
 
 /// The PostgreSQL listener as a ServiceLifecycle service: accepts clients until graceful shutdown,
@@ -35,7 +36,15 @@ public final class PostgresListener: Service, Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    sessions.add(channel)
+                    // Beyond the limit a client is told why at once and let go, before it can hold
+                    // any login state.
+                    guard sessions.add(channel, limit: environment.settings.maxConnections) else {
+                        var buffer = channel.allocator.buffer(capacity: 64)
+                        PostgresEncoder.errorResponse(
+                            severity: "FATAL", sqlState: "53300", message: "too many connections to the gateway", into: &buffer)
+                        channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+                        return
+                    }
                     let login = LoginState()
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(ClientMessageDecoder(maximumFrameLength: environment.settings.maxFrameBytes, login: login)))
@@ -60,12 +69,19 @@ public final class PostgresListener: Service, Sendable {
 final class ChannelGroup: Sendable {
     private let channels = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
 
-    func add(_ channel: Channel) {
+    /// Adds the channel unless `limit` channels are already open.
+    func add(_ channel: Channel, limit: Int) -> Bool {
         let id = ObjectIdentifier(channel)
-        channels.withLockedValue { $0[id] = channel }
+        let added = channels.withLockedValue { channels -> Bool in
+            guard channels.count < limit else { return false }
+            channels[id] = channel
+            return true
+        }
+        guard added else { return false }
         channel.closeFuture.whenComplete { [weak self] _ in
             _ = self?.channels.withLockedValue { $0.removeValue(forKey: id) }
         }
+        return true
     }
 
     func closeAll() {

@@ -385,3 +385,21 @@ def test_before_login_a_large_message_is_refused_without_buffering_it(gw):
     assert kind == b"E" and error_fields(body)["C"] == "08P01"
     sock.close()
     assert psql(gw, "SELECT 1").returncode == 0
+
+
+def test_connections_beyond_the_limit_are_refused_before_login(pg, gateway_factory):
+    psycopg = pytest.importorskip("psycopg")
+    env = {f"GH_{m.upper()}_PASSWORD": pg.passwords[f"gh_{m}"] for m in ("scram", "md5", "plain")}
+    gw = gateway_factory(pg_config(pg).replace("  max_recorded_rows: 5\n", "  max_recorded_rows: 5\n  max_connections: 2\n"), env=env)
+    conninfo = f"host=127.0.0.1 port={gw.pg_port} dbname=app-scram user=alice password={token(gw)}"
+    first, second = psycopg.connect(conninfo), psycopg.connect(conninfo)
+    try:
+        refused = psql(gw, "SELECT 1")
+        assert refused.returncode != 0 and "too many connections to the gateway" in refused.stderr
+    finally:
+        first.close()
+    deadline = time.time() + 10
+    while psql(gw, "SELECT 1").returncode != 0:
+        assert time.time() < deadline, "a freed slot is not reused"
+        time.sleep(0.2)
+    second.close()
