@@ -6,6 +6,7 @@ import Identity
 import Logging
 import Metrics
 import NIOCore
+import PostgresGateway
 
 /// Request context that remembers the peer address, so audit events say where a request came from.
 struct AdminRequestContext: RequestContext, RemoteAddressRequestContext {
@@ -60,7 +61,7 @@ struct AdminListener {
     private func whoami(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let started = ContinuousClock.now
         let client = ClientInfo(
-            address: context.remoteAddress.map(Self.describe),
+            address: context.remoteAddress.map(peerDescription),
             application: request.headers[.userAgent].map { $0.truncated(toUTF8Bytes: 256).text })
         let credential = Self.bearerToken(request.headers[.authorization])
         let result = await gateway.verifier.verify(credential ?? "", client: client)
@@ -111,13 +112,6 @@ struct AdminListener {
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
         return parts[1].trimmingCharacters(in: .whitespaces)
-    }
-
-    static func describe(_ address: SocketAddress) -> String {
-        if let ip = address.ipAddress, let port = address.port {
-            return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
-        }
-        return address.description
     }
 
     static func describe(_ principal: Principal) -> [String: JSONValue] {

@@ -60,7 +60,6 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Extended protocol: what each prepared statement and portal will run, for the trail.
     private var statements: [String: (sql: String, parameterTypes: [UInt32])] = [:]
     private struct Portal {
-        var sql: String
         var formats: [Int16]
         /// The statement id whose request event (recorded at Bind) covers this portal's executions.
         var statementID: Int
@@ -105,7 +104,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        client.address = context.channel.remoteAddress.map(Self.describe)
+        client.address = context.channel.remoteAddress.map(peerDescription)
         context.eventLoop.assumeIsolated().scheduleTask(in: Self.loginDeadline) {
             switch self.state {
             case .relaying, .closed: break
@@ -437,7 +436,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         case UInt8(ascii: "Q"):
             guard case .query(let sql) = try? FrontendMessage.parse(frame) else { return malformed() }
             recordThenForward(frame, sql: sql, parameters: nil, kind: "sql.query") { id in
-                self.tracker.querySent(.init(id: id, sql: sql, started: now))
+                self.tracker.querySent(.init(id: id, started: now))
             }
             return
         case UInt8(ascii: "P"):
@@ -467,10 +466,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             let portalName = bind.portalName
             let formats = bind.resultFormats
             recordThenForward(frame, sql: sql, parameters: parameters, kind: "sql.execute") { id in
-                self.portals[portalName] = Portal(sql: sql, formats: formats, statementID: id)
+                self.portals[portalName] = Portal(formats: formats, statementID: id)
                 // Tracked from Bind on: an error for it (or for the Parse before it) may come back
                 // before its Execute is even forwarded.
-                self.tracker.executeSent(.init(id: id, sql: sql, started: now, resultFormats: formats))
+                self.tracker.executeSent(.init(id: id, started: now, resultFormats: formats))
             }
             return
         case UInt8(ascii: "E"):
@@ -480,12 +479,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                     portal.awaitingFirstExecute = false
                     portals[portalName] = portal
                 } else {
-                    tracker.executeSent(.init(id: portal.statementID, sql: portal.sql, started: now, resultFormats: portal.formats))
+                    tracker.executeSent(.init(id: portal.statementID, started: now, resultFormats: portal.formats))
                 }
             } else {
                 // A portal the gateway did not see bound (a cursor declared in SQL): recorded now.
                 recordThenForward(frame, sql: "FETCH FROM PORTAL \"\(portalName)\"", parameters: nil, kind: "sql.execute") { id in
-                    self.tracker.executeSent(.init(id: id, sql: "", started: now))
+                    self.tracker.executeSent(.init(id: id, started: now))
                 }
                 return
             }
@@ -500,7 +499,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             // The fast-path function call runs a function by OID, without SQL; it is recorded like a statement.
             let (oid, arguments) = Self.functionCall(frame.body)
             recordThenForward(frame, sql: "function call (oid \(oid))", parameters: arguments, kind: "sql.function-call") { id in
-                self.tracker.querySent(.init(id: id, sql: "function call (oid \(oid))", started: now))
+                self.tracker.querySent(.init(id: id, started: now))
             }
             return
         case UInt8(ascii: "d"):
@@ -840,12 +839,6 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         return (kept.text, kept.truncated || Int64(outcome.recordedRows.count) < outcome.rows)
     }
 
-    static func describe(_ address: SocketAddress) -> String {
-        if let ip = address.ipAddress, let port = address.port {
-            return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
-        }
-        return address.description
-    }
 
     static func printable(_ value: String) -> String {
         String(value.unicodeScalars.filter { $0.properties.isAlphabetic || $0.properties.numericType != nil || "-_.".unicodeScalars.contains($0) }.prefix(64).map(Character.init))

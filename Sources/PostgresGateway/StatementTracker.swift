@@ -12,7 +12,6 @@ struct StatementTracker {
         /// event is committed (an error for a Parse sent ahead of the Execute), so the event's
         /// sequence number is joined to the outcome by this id, not carried here.
         var id: Int
-        var sql: String
         var started: ContinuousClock.Instant
         /// Result formats the client asked for in Bind (extended protocol); they decide how rows
         /// are encoded, whatever a statement-level Describe said.

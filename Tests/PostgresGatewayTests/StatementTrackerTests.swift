@@ -9,7 +9,7 @@ struct StatementTrackerTests {
     let now = ContinuousClock.now
 
     func statement(_ seq: Int, _ sql: String, formats: [Int16]? = nil) -> StatementTracker.Statement {
-        .init(id: seq, sql: sql, started: now, resultFormats: formats)
+        .init(id: seq, started: now, resultFormats: formats)
     }
 
     func row(_ values: String?...) -> BackendMessage {
