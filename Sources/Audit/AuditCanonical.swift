@@ -75,11 +75,12 @@ public enum AuditCanonical {
 }
 
 /// A record encoded once, in the caller's task, so the writer only splices and hashes under the lock.
-struct EncodedAuditRecord: Sendable {
-    var record: AuditRecord
+/// A record with its canonical JSON, checked against the size limit, ready to be chained.
+public struct EncodedAuditRecord: Sendable {
+    public var record: AuditRecord
     var json: [UInt8]
 
-    init(_ record: AuditRecord) throws {
+    public init(_ record: AuditRecord) throws {
         self.record = record
         self.json = try AuditCanonical.recordJSON(record)
         let size = json.count + AuditCanonical.bodyOverhead

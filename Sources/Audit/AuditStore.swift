@@ -18,11 +18,19 @@ public protocol AuditStore: Sendable {
     /// The chain tail is read inside the write transaction, so another process appending to the same
     /// trail (the CLI, a second gateway) can never fork the chain. Either every record is stored and
     /// durable when this returns, or none is and it throws: callers deny the request (fail closed).
-    func append(_ records: [AuditRecord]) async throws -> [AuditEvent]
+    ///
+    /// Blocking: `AuditLog` calls it on its writer thread, or on the requesting thread (an event
+    /// loop) when `appendsAreQuick`, which saves two thread hops per statement.
+    func append(encoded records: [EncodedAuditRecord]) throws -> [AuditEvent]
+
+    /// Whether an append is a local write short enough to run on an event loop: no network round
+    /// trip and no fsync.
+    var appendsAreQuick: Bool { get }
 
     /// Signs the current tail (its sequence number and hash) and stores the checkpoint.
     /// Returns nil when there is nothing new to sign: no events, or the tail is already checkpointed.
-    func appendCheckpoint(signedBy signer: AuditSigner, time: Date) async throws -> AuditCheckpoint?
+    /// Blocking, like `append`; the audit log runs it on its writer thread.
+    func appendCheckpoint(signedBy signer: AuditSigner, time: Date) throws -> AuditCheckpoint?
 
     /// Events matching `query`, in sequence order. Page large trails with `afterSeq` and `limit`.
     func events(_ query: AuditQuery) async throws -> [AuditEvent]
@@ -36,6 +44,12 @@ public protocol AuditStore: Sendable {
 
     /// Releases the store. Later calls throw.
     func close() async throws
+}
+
+extension AuditStore {
+    public func append(_ records: [AuditRecord]) throws -> [AuditEvent] {
+        try append(encoded: try records.map(EncodedAuditRecord.init))
+    }
 }
 
 /// Which events to list.

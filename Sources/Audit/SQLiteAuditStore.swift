@@ -58,15 +58,14 @@ public final class SQLiteAuditStore: AuditStore {
 
     // MARK: AuditStore
 
-    public func append(_ records: [AuditRecord]) async throws -> [AuditEvent] {
-        try await append(encoded: try records.map(EncodedAuditRecord.init))
-    }
+    /// Quick (no fsync per commit) unless `durability` is `fsync`.
+    public var appendsAreQuick: Bool { durability == .normal }
 
-    func append(encoded records: [EncodedAuditRecord]) async throws -> [AuditEvent] {
+    public func append(encoded records: [EncodedAuditRecord]) throws -> [AuditEvent] {
         try checkOpen()
         guard !records.isEmpty else { return [] }
         do {
-            return try await pool.writeWithoutTransaction { db in
+            return try pool.writeWithoutTransaction { db in
                 var events: [AuditEvent] = []
                 events.reserveCapacity(records.count)
                 try db.inTransaction(.immediate) {
@@ -104,12 +103,12 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
-    public func appendCheckpoint(signedBy signer: AuditSigner, time: Date) async throws -> AuditCheckpoint? {
+    public func appendCheckpoint(signedBy signer: AuditSigner, time: Date) throws -> AuditCheckpoint? {
         try checkOpen()
         let node = self.node
         let checkpoint: AuditCheckpoint?
         do {
-            checkpoint = try await pool.writeWithoutTransaction { db in
+            checkpoint = try pool.writeWithoutTransaction { db in
                 var checkpoint: AuditCheckpoint?
                 try db.inTransaction(.immediate) {
                     guard let tail = try Self.tail(db) else { return .commit }
@@ -353,7 +352,8 @@ public final class SQLiteAuditStore: AuditStore {
     // MARK: Rows
 
     private static func tail(_ db: Database) throws -> (seq: Int64, hash: String)? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") else {
+        let statement = try db.cachedStatement(sql: "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        guard let row = try Row.fetchOne(statement) else {
             return nil
         }
         // A tampered hash column is chained to as it is; verify names the tampering.

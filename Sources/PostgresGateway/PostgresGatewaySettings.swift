@@ -69,4 +69,5 @@ struct SessionEnvironment: Sendable {
     let verifier: TokenVerifier
     let auditLog: AuditLog
     let cancels: CancelRegistry
+    let statementBatchers: LoopAuditBatchers
 }

@@ -21,7 +21,8 @@ public final class PostgresListener: Service, Sendable {
         logger: Logger,
         onBound: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
-        environment = SessionEnvironment(settings: settings, verifier: verifier, auditLog: auditLog, cancels: CancelRegistry())
+        environment = SessionEnvironment(settings: settings, verifier: verifier, auditLog: auditLog, cancels: CancelRegistry(),
+            statementBatchers: LoopAuditBatchers(log: auditLog))
         self.logger = logger
         self.onBound = onBound
     }

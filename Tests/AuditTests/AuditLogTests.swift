@@ -8,11 +8,13 @@ import Testing
 private final class BrokenStore: AuditStore {
     let closed = LockedFlag()
 
-    func append(_ records: [AuditRecord]) async throws -> [AuditEvent] {
+    var appendsAreQuick: Bool { true }
+
+    func append(encoded records: [EncodedAuditRecord]) throws -> [AuditEvent] {
         throw GatehouseError("audit.store_unavailable", "disk full")
     }
 
-    func appendCheckpoint(signedBy signer: AuditSigner, time: Date) async throws -> AuditCheckpoint? {
+    func appendCheckpoint(signedBy signer: AuditSigner, time: Date) throws -> AuditCheckpoint? {
         throw GatehouseError("audit.store_unavailable", "disk full")
     }
 
@@ -53,8 +55,8 @@ struct AuditLogTests {
         }
         #expect(outcomes.count == 20)
         #expect(outcomes.allSatisfy { $0 == "audit.store_unavailable" })
-        #expect(await log.statistics.failedAppends == 20)
-        #expect(await log.statistics.events == 0)
+        #expect(log.statistics.failedAppends == 20)
+        #expect(log.statistics.events == 0)
         await #expect(throws: GatehouseError.self) { try await log.shutdown() }
         #expect(store.closed.value, "shutdown closes the store even when the final checkpoint fails")
     }
@@ -77,8 +79,8 @@ struct AuditLogTests {
             }
             try await group.waitForAll()
         }
-        #expect(await log.statistics.events == 10)
-        #expect(await log.statistics.failedAppends == 1)
+        #expect(log.statistics.events == 10)
+        #expect(log.statistics.failedAppends == 1)
         try await log.shutdown()
     }
 
@@ -115,14 +117,55 @@ struct AuditLogTests {
         for index in 1...7 {
             _ = try await log.append(Fixture.record(index))
         }
-        #expect(await log.statistics.checkpoints == 2)
+        #expect(log.statistics.checkpoints == 2)
         let store = try await harness.openStore()
         let before = try await store.verify(verifier: signer.verifier)
         #expect(before.lastCheckpoint?.seq == 6)
         #expect(before.uncheckpointedTail == 1)
         try await store.close()
         try await log.shutdown()
-        #expect(await log.statistics.checkpoints == 3)
+        #expect(log.statistics.checkpoints == 3)
+    }
+
+    @Test func queuedEventsAreChainedBeforeAnInlineAppend() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let log = AuditLog(
+            store: try await harness.openStore(), signer: signer, flushDelay: .seconds(60), logger: Fixture.logger)
+        log.appendEventually(Fixture.record(1))
+        log.appendEventually(Fixture.record(2))
+        #expect(log.statistics.events == 0, "nothing forces a write yet")
+        let third = try log.appendNow(Fixture.record(3))
+        #expect(third.seq == 3)
+        #expect(log.statistics.batches == 1, "the queued events joined the inline transaction")
+        try await log.shutdown()
+
+        let store = try await harness.openStore()
+        let events = try await store.events(AuditQuery())
+        #expect(events.map(\.record) == [Fixture.record(1), Fixture.record(2), Fixture.record(3)])
+        try await store.close()
+    }
+
+    @Test func eventuallyAppendedEventsLandWithinTheFlushDelay() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let log = AuditLog(
+            store: try await harness.openStore(), signer: signer, flushDelay: .milliseconds(10), logger: Fixture.logger)
+        log.appendEventually(Fixture.record(1))
+        let deadline = ContinuousClock.now + .seconds(5)
+        while log.statistics.events == 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(log.statistics.events == 1)
+        try await log.shutdown()
+        #expect(try await Fixture.verify(harness, with: signer.verifier).eventCount == 1)
+    }
+
+    @Test func inlineAppendFailsClosedWithABrokenStore() async throws {
+        let log = AuditLog(store: BrokenStore(), signer: signer, logger: Fixture.logger)
+        let error = #expect(throws: GatehouseError.self) { _ = try log.appendNow(Fixture.record(1)) }
+        #expect(error?.code == "audit.store_unavailable")
+        #expect(log.statistics.failedAppends == 1)
     }
 
     @Test func opensFromOptionsAndCreatesTheKey() async throws {

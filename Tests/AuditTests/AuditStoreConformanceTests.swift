@@ -62,7 +62,7 @@ struct AuditStoreConformanceTests {
         try await withHarness(kind) { harness in
             try await Fixture.populate(harness, signer: signer)
             let store = try await harness.openStore()
-            _ = try await store.append([Fixture.record(11), Fixture.record(12), Fixture.record(13)])
+            _ = try store.append([Fixture.record(11), Fixture.record(12), Fixture.record(13)])
             let result = try await store.verify(verifier: signer.verifier)
             try await store.close()
             #expect(result.isIntact, "\(result)")
@@ -77,7 +77,7 @@ struct AuditStoreConformanceTests {
             let store = try await harness.openStore()
             let result = try await store.verify(verifier: signer.verifier)
             #expect(result == AuditVerification(eventCount: 0, lastCheckpoint: nil, uncheckpointedTail: 0, problem: nil))
-            #expect(try await store.appendCheckpoint(signedBy: signer, time: Date()) == nil)
+            #expect(try store.appendCheckpoint(signedBy: signer, time: Date()) == nil)
             try await store.close()
         }
     }
@@ -86,15 +86,15 @@ struct AuditStoreConformanceTests {
     func checkpointSignsTheTailOnce(kind: StoreKind) async throws {
         try await withHarness(kind) { harness in
             let store = try await harness.openStore()
-            let events = try await store.append([Fixture.record(1), Fixture.record(2)])
-            let checkpoint = try #require(try await store.appendCheckpoint(signedBy: signer, time: Fixture.base))
+            let events = try store.append([Fixture.record(1), Fixture.record(2)])
+            let checkpoint = try #require(try store.appendCheckpoint(signedBy: signer, time: Fixture.base))
             #expect(checkpoint.seq == 2)
             #expect(checkpoint.hash == events[1].hash)
             #expect(checkpoint.node == "test-node")
             #expect(checkpoint.timeMillis == 1_700_000_000_000)
             #expect(checkpoint.publicKey == signer.publicKey)
             #expect(signer.verifier.isValid(checkpoint))
-            #expect(try await store.appendCheckpoint(signedBy: signer, time: Date()) == nil)
+            #expect(try store.appendCheckpoint(signedBy: signer, time: Date()) == nil)
             try await store.close()
         }
     }
@@ -331,11 +331,11 @@ struct AuditStoreConformanceTests {
     func appendAfterReopenContinuesTheChain(kind: StoreKind) async throws {
         try await withHarness(kind) { harness in
             let first = try await harness.openStore()
-            let before = try await first.append([Fixture.record(1), Fixture.record(2), Fixture.record(3)])
+            let before = try first.append([Fixture.record(1), Fixture.record(2), Fixture.record(3)])
             try await first.close()
 
             let second = try await harness.openStore()
-            let after = try await second.append([Fixture.record(4), Fixture.record(5)])
+            let after = try second.append([Fixture.record(4), Fixture.record(5)])
             #expect(after.map(\.seq) == [4, 5])
             #expect(after[0].prevHash == before[2].hash)
             let result = try await second.verify(verifier: signer.verifier)
@@ -352,15 +352,15 @@ struct AuditStoreConformanceTests {
             let cli = try await harness.openStore()
             for index in 0..<10 {
                 let writer = index.isMultiple(of: 2) ? gateway : cli
-                _ = try await writer.append([Fixture.record(index)])
+                _ = try writer.append([Fixture.record(index)])
             }
-            _ = try await cli.appendCheckpoint(signedBy: signer, time: Date())
+            _ = try cli.appendCheckpoint(signedBy: signer, time: Date())
 
             // And at the same time, in batches, from both.
             try await withThrowingTaskGroup(of: [AuditEvent].self) { group in
                 for index in 0..<40 {
                     let writer = index.isMultiple(of: 2) ? gateway : cli
-                    group.addTask { try await writer.append([Fixture.record(100 + index), Fixture.record(200 + index)]) }
+                    group.addTask { try writer.append([Fixture.record(100 + index), Fixture.record(200 + index)]) }
                 }
                 var seqs: [Int64] = []
                 for try await events in group {
@@ -370,7 +370,7 @@ struct AuditStoreConformanceTests {
                 }
                 #expect(seqs.sorted() == Array(11...90))
             }
-            _ = try await gateway.appendCheckpoint(signedBy: signer, time: Date())
+            _ = try gateway.appendCheckpoint(signedBy: signer, time: Date())
 
             let result = try await cli.verify(verifier: signer.verifier)
             #expect(result.isIntact, "\(result)")
@@ -385,12 +385,12 @@ struct AuditStoreConformanceTests {
     func appendFailsClosedWhileTheStoreCannotBeWritten(kind: StoreKind) async throws {
         try await withHarness(kind) { harness in
             let store = try await harness.openImpatientStore()
-            _ = try await store.append([Fixture.record(1)])
+            _ = try store.append([Fixture.record(1)])
             #expect(await store.isWritable())
 
             let release = try await harness.holdWriteLock()
-            let error = await #expect(throws: GatehouseError.self) {
-                _ = try await store.append([Fixture.record(2)])
+            let error = #expect(throws: GatehouseError.self) {
+                _ = try store.append([Fixture.record(2)])
             }
             #expect(error?.code == "audit.store_unavailable")
             #expect(await store.isWritable() == false)
@@ -400,7 +400,7 @@ struct AuditStoreConformanceTests {
             await #expect(throws: GatehouseError.self) {
                 _ = try await log.append(Fixture.record(3))
             }
-            #expect(await log.statistics.failedAppends == 1)
+            #expect(log.statistics.failedAppends == 1)
 
             try await release()
             let event = try await log.append(Fixture.record(4))
@@ -416,8 +416,8 @@ struct AuditStoreConformanceTests {
             let store = try await harness.openStore()
             try await store.close()
             #expect(await store.isWritable() == false)
-            let error = await #expect(throws: GatehouseError.self) {
-                _ = try await store.append([Fixture.record(1)])
+            let error = #expect(throws: GatehouseError.self) {
+                _ = try store.append([Fixture.record(1)])
             }
             #expect(error?.code == "audit.store_closed")
             try await store.close()
@@ -428,7 +428,7 @@ struct AuditStoreConformanceTests {
     func isWritableAppendsNothing(kind: StoreKind) async throws {
         try await withHarness(kind) { harness in
             let store = try await harness.openStore()
-            _ = try await store.append([Fixture.record(1)])
+            _ = try store.append([Fixture.record(1)])
             #expect(await store.isWritable())
             #expect(await store.isWritable())
             #expect(try await store.verify(verifier: signer.verifier).eventCount == 1)
@@ -442,8 +442,8 @@ struct AuditStoreConformanceTests {
             let store = try await harness.openStore()
             var huge = Fixture.record(1)
             huge.payload = String(repeating: "x", count: AuditCanonical.maximumBodyBytes)
-            let error = await #expect(throws: GatehouseError.self) {
-                _ = try await store.append([huge])
+            let error = #expect(throws: GatehouseError.self) {
+                _ = try store.append([huge])
             }
             #expect(error?.code == "audit.record_too_large")
             #expect(try await store.verify(verifier: signer.verifier).eventCount == 0)
@@ -465,7 +465,7 @@ struct AuditStoreConformanceTests {
                     time: Fixture.base.addingTimeInterval(Double(index) * 60)
                 ))
             }
-            let stored = try await store.append(records)
+            let stored = try store.append(records)
 
             let all = try await store.events(AuditQuery())
             #expect(all == stored)
@@ -516,7 +516,7 @@ struct AuditStoreConformanceTests {
             for (previous, event) in zip(sorted, sorted.dropFirst()) {
                 #expect(event.prevHash == previous.hash)
             }
-            let statistics = await log.statistics
+            let statistics = log.statistics
             #expect(statistics.events == 200)
             #expect(statistics.batches < 200, "group commit should put several events in one transaction")
             #expect(statistics.checkpoints >= 1)

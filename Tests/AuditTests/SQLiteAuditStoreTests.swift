@@ -20,8 +20,8 @@ struct SQLiteAuditStoreTests {
         options.durability = .fsync
         let fsync = try SQLiteAuditStore(options: options)
         #expect(try await fsync.synchronousSetting() == 2)
-        _ = try await fsync.append([Fixture.record(1)])
-        _ = try await fsync.appendCheckpoint(signedBy: signer, time: Date())
+        _ = try fsync.append([Fixture.record(1)])
+        _ = try fsync.appendCheckpoint(signedBy: signer, time: Date())
         try await fsync.close()
     }
 
@@ -29,7 +29,7 @@ struct SQLiteAuditStoreTests {
         let harness = try SQLiteHarness()
         defer { harness.remove() }
         let store = try SQLiteAuditStore(options: harness.options())
-        _ = try await store.append([Fixture.record(1)])
+        _ = try store.append([Fixture.record(1)])
         let mode = try FileManager.default.attributesOfItem(atPath: harness.path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
         try await store.close()
@@ -43,10 +43,10 @@ struct SQLiteAuditStoreTests {
         let harness = try SQLiteHarness()
         defer { harness.remove() }
         let store = try SQLiteAuditStore(options: harness.options())
-        _ = try await store.append([Fixture.record(1), Fixture.record(2)])
-        let first = try #require(try await store.appendCheckpoint(signedBy: signer, time: Date()))
-        _ = try await store.append([Fixture.record(3)])
-        let second = try #require(try await store.appendCheckpoint(signedBy: signer, time: Date()))
+        _ = try store.append([Fixture.record(1), Fixture.record(2)])
+        let first = try #require(try store.appendCheckpoint(signedBy: signer, time: Date()))
+        _ = try store.append([Fixture.record(3)])
+        let second = try #require(try store.appendCheckpoint(signedBy: signer, time: Date()))
         let data = try #require(FileManager.default.contents(atPath: store.headPath))
         let head = try JSONDecoder().decode(AuditCheckpoint.self, from: data)
         #expect(head == second)
