@@ -89,6 +89,25 @@ let package = Package(
             swiftSettings: strictSwift6
         ),
         .target(
+            name: "HTTPGateway",
+            dependencies: [
+                "GatehouseCore",
+                "Identity",
+                "Audit",
+                "Policy",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift6
+        ),
+        .target(
             name: "PostgresWire",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -106,6 +125,7 @@ let package = Package(
                 "Audit",
                 "Policy",
                 "PostgresGateway",
+                "HTTPGateway",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -146,6 +166,11 @@ let package = Package(
         .testTarget(
             name: "PostgresGatewayTests",
             dependencies: ["PostgresGateway", "PostgresWire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSwift6
+        ),
+        .testTarget(
+            name: "HTTPGatewayTests",
+            dependencies: ["HTTPGateway", "Policy", "GatehouseCore"],
             swiftSettings: strictSwift6
         ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "GatehouseCore"], swiftSettings: strictSwift6),

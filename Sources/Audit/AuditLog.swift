@@ -199,7 +199,7 @@ public final class AuditLog: Sendable {
             if flushNow {
                 writer.async { self.flushQueue() }
             } else {
-                writer.asyncAfter(deadline: .now() + .nanoseconds(Int(delay.nanoseconds))) { self.flushQueue() }
+                writer.asyncAfter(deadline: .now() + .nanoseconds(Int(delay.inNanoseconds))) { self.flushQueue() }
             }
         }
     }
@@ -356,11 +356,5 @@ final class Locked<Value>: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return try body(&value)
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
     }
 }

@@ -25,3 +25,10 @@ public enum Loopback {
         return false
     }
 }
+
+extension Duration {
+    /// The whole duration in nanoseconds (saturating is not needed: gateway timeouts are minutes).
+    public var inNanoseconds: Int64 {
+        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+}

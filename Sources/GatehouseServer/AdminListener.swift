@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import HTTPGateway
 import HTTPTypes
 import Hummingbird
 import Identity
@@ -31,7 +32,7 @@ struct AdminListener {
         router.get("/readyz") { _, _ in
             let checks = await gateway.readiness()
             let ready = checks.values.allSatisfy { $0 }
-            return try jsonResponse(["ready": .bool(ready), "checks": .object(checks.mapValues { .bool($0) })], status: ready ? .ok : .serviceUnavailable)
+            return try ProblemResponse.json(["ready": .bool(ready), "checks": .object(checks.mapValues { .bool($0) })], status: ready ? .ok : .serviceUnavailable)
         }
         router.get("/metrics") { _, _ in
             Response(
@@ -40,8 +41,8 @@ struct AdminListener {
                 body: .init(byteBuffer: ByteBuffer(string: GatehouseMetrics.exposition())))
         }
         if let dev = gateway.devIssuer {
-            router.get("/dev/.well-known/openid-configuration") { _, _ in try jsonResponse(dev.discoveryDocument) }
-            router.get("/dev/jwks.json") { _, _ in try jsonResponse(dev.jwks) }
+            router.get("/dev/.well-known/openid-configuration") { _, _ in try ProblemResponse.json(dev.discoveryDocument) }
+            router.get("/dev/jwks.json") { _, _ in try ProblemResponse.json(dev.jwks) }
         }
         router.get("/v1/whoami") { request, context in
             try await whoami(request, context: context)
@@ -63,7 +64,7 @@ struct AdminListener {
         let client = ClientInfo(
             address: context.remoteAddress.map(peerDescription),
             application: request.headers[.userAgent].map { $0.truncated(toUTF8Bytes: 256).text })
-        let credential = Self.bearerToken(request.headers[.authorization])
+        let credential = HTTPProxy.bearerToken(request.headers[.authorization])
         let result = await gateway.verifier.verify(credential ?? "", client: client)
         let operation = AuditRecord.Operation(
             kind: "identity.verify",
@@ -74,11 +75,11 @@ struct AdminListener {
         defer {
             Counter(label: "gatehouse_requests_total", dimensions: [("protocol", "admin"), ("decision", decisionLabel)]).increment()
             Metrics.Timer(label: "gatehouse_request_duration_seconds", dimensions: [("protocol", "admin")])
-                .recordNanoseconds(nanoseconds(ContinuousClock.now - started))
+                .recordNanoseconds((ContinuousClock.now - started).inNanoseconds)
         }
         switch result {
         case .success(let principal):
-            let bytes = try responseBytes(Self.describe(principal))
+            let bytes = try ProblemResponse.bytes(Self.describe(principal))
             let body = String(buffer: bytes)
             do {
                 try await gateway.record(
@@ -87,7 +88,7 @@ struct AdminListener {
                     outcome: .init(status: "200", bytes: Int64(body.utf8.count)),
                     payload: body)
             } catch {
-                return try problem(.serviceUnavailable, "audit trail unavailable; request refused")
+                return try ProblemResponse.make(.serviceUnavailable, "audit trail unavailable; request refused")
             }
             decisionLabel = "allow"
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
@@ -98,20 +99,13 @@ struct AdminListener {
                     decision: .deny(rule: "identity", reason: rejection.description),
                     outcome: .init(status: "401", errorCode: rejection.reason.rawValue))
             } catch {
-                return try problem(.serviceUnavailable, "audit trail unavailable; request refused")
+                return try ProblemResponse.make(.serviceUnavailable, "audit trail unavailable; request refused")
             }
             decisionLabel = "deny"
-            var response = try problem(.unauthorized, TokenRejection.clientMessage)
+            var response = try ProblemResponse.make(.unauthorized, TokenRejection.clientMessage)
             response.headers[.wwwAuthenticate] = #"Bearer realm="gatehouse", error="invalid_token""#
             return response
         }
-    }
-
-    static func bearerToken(_ header: String?) -> String? {
-        guard let header else { return nil }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        return parts[1].trimmingCharacters(in: .whitespaces)
     }
 
     static func describe(_ principal: Principal) -> [String: JSONValue] {
@@ -126,36 +120,4 @@ struct AdminListener {
         if let agent = principal.agent { object["agent"] = .string(agent) }
         return object
     }
-}
-
-func responseBytes(_ value: [String: JSONValue]) throws -> ByteBuffer {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    var body = try encoder.encode(value)
-    body.append(UInt8(ascii: "\n"))
-    return ByteBuffer(bytes: body)
-}
-
-func jsonResponse(_ value: [String: JSONValue], status: HTTPResponse.Status = .ok) throws -> Response {
-    Response(
-        status: status,
-        headers: [.contentType: "application/json"],
-        body: .init(byteBuffer: try responseBytes(value)))
-}
-
-/// RFC 9457 problem document; `detail` is written for clients and never carries internals.
-func problem(_ status: HTTPResponse.Status, _ detail: String) throws -> Response {
-    var response = try jsonResponse([
-        "type": .string("about:blank"),
-        "title": .string(status.reasonPhrase),
-        "status": .number(Double(status.code)),
-        "detail": .string(detail),
-    ], status: status)
-    response.headers[.contentType] = "application/problem+json"
-    return response
-}
-
-func nanoseconds(_ duration: Duration) -> Int64 {
-    let (seconds, attoseconds) = duration.components
-    return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
 }

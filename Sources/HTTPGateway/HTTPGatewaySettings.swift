@@ -1,0 +1,78 @@
+import Foundation
+import GatehouseCore
+import NIOSSL
+import Policy
+
+/// The credential the gateway adds to every request it forwards on a connection. The client never
+/// sends it and never sees it.
+public enum UpstreamCredential: Sendable, Equatable {
+    /// A header, e.g. `Authorization: Bearer ...` or `X-Api-Key: ...`.
+    case header(name: String, value: String)
+    /// A query parameter, e.g. `?api_key=...`.
+    case queryParameter(name: String, value: String)
+
+    public static func bearer(_ token: String) -> UpstreamCredential {
+        .header(name: "Authorization", value: "Bearer " + token)
+    }
+
+    public static func basic(username: String, password: String) -> UpstreamCredential {
+        .header(name: "Authorization", value: "Basic " + Data("\(username):\(password)".utf8).base64EncodedString())
+    }
+}
+
+/// One configured HTTP connection.
+public struct HTTPTarget: Sendable {
+    public var name: String
+    /// Scheme, host, port and an optional base path every forwarded path is appended to.
+    public var baseURL: URL
+    /// Host names that reach this connection directly (`Host: name`), besides `/c/NAME/`.
+    public var hosts: [String]
+    public var access: ConnectionAccess
+    public var requests: HTTPRequestPolicy
+    /// Resolved for every request, so a rotated `file:` secret takes effect without a restart.
+    public var credential: (@Sendable () throws -> UpstreamCredential)?
+    /// TLS to the upstream (https only); nil means the system's roots with full verification.
+    public var tls: TLSConfiguration?
+    public var connectTimeout: Duration
+    /// Longest silence while waiting for or reading the response.
+    public var readTimeout: Duration
+    /// Longest a whole exchange may take, body streaming included.
+    public var totalTimeout: Duration
+
+    public init(
+        name: String, baseURL: URL, hosts: [String] = [], access: ConnectionAccess, requests: HTTPRequestPolicy? = nil,
+        credential: (@Sendable () throws -> UpstreamCredential)? = nil, tls: TLSConfiguration? = nil,
+        connectTimeout: Duration = .seconds(5), readTimeout: Duration = .seconds(60), totalTimeout: Duration = .seconds(300)
+    ) {
+        self.name = name
+        self.baseURL = baseURL
+        self.hosts = hosts.map { $0.lowercased() }
+        self.access = access
+        self.requests = requests ?? HTTPRequestPolicy(connection: name, rules: [])
+        self.credential = credential
+        self.tls = tls
+        self.connectTimeout = connectTimeout
+        self.readTimeout = readTimeout
+        self.totalTimeout = totalTimeout
+    }
+}
+
+public struct HTTPGatewaySettings: Sendable {
+    public var host: String
+    public var port: Int
+    public var node: String
+    /// Request and response body bytes kept in the audit trail per exchange.
+    public var maxRecordedBodyBytes: Int
+    /// Largest audit payload (headers and body prefix together).
+    public var maxPayloadBytes: Int
+    public var targets: [HTTPTarget]
+
+    public init(host: String, port: Int, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget]) {
+        self.host = host
+        self.port = port
+        self.node = node
+        self.maxRecordedBodyBytes = maxRecordedBodyBytes
+        self.maxPayloadBytes = maxPayloadBytes
+        self.targets = targets
+    }
+}

@@ -1,0 +1,527 @@
+import AsyncHTTPClient
+import Audit
+import Crypto
+import Foundation
+import GatehouseCore
+import HTTPTypes
+import Hummingbird
+import Identity
+import Logging
+import Metrics
+import NIOCore
+import NIOHTTP1
+import Policy
+
+/// Request context that remembers the peer address, so audit events say where a request came from.
+public struct HTTPGatewayContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// The reverse proxy: identity, policy and audit in front of every configured HTTP connection.
+///
+/// Per request: find the connection (`/c/NAME/...` or a configured Host name), verify the bearer
+/// token, decide (who may use the connection, then its request rules), commit the request event,
+/// forward with the connection's credential, and stream the response back while keeping its first
+/// bytes for the response event. Every refusal is a problem document (RFC 9457) and is recorded.
+public final class HTTPProxy: Sendable {
+    static let intentHeader = HTTPField.Name("Gatehouse-Intent")!
+    static let sessionHeader = HTTPField.Name("Gatehouse-Session")!
+
+    private let settings: HTTPGatewaySettings
+    private let verifier: TokenVerifier
+    private let auditLog: AuditLog
+    private let logger: Logger
+    private let targetsByName: [String: HTTPTarget]
+    private let targetsByHost: [String: HTTPTarget]
+    private let clients: [String: HTTPClient]
+
+    public init(settings: HTTPGatewaySettings, verifier: TokenVerifier, auditLog: AuditLog, logger: Logger) {
+        self.settings = settings
+        self.verifier = verifier
+        self.auditLog = auditLog
+        self.logger = logger
+        var byName: [String: HTTPTarget] = [:]
+        var byHost: [String: HTTPTarget] = [:]
+        var clients: [String: HTTPClient] = [:]
+        for target in settings.targets {
+            byName[target.name] = target
+            for host in target.hosts { byHost[host] = target }
+            var configuration = HTTPClient.Configuration(
+                tlsConfiguration: target.tls,
+                redirectConfiguration: .disallow,
+                timeout: .init(connect: .nanoseconds(target.connectTimeout.inNanoseconds), read: .nanoseconds(target.readTimeout.inNanoseconds)),
+                connectionPool: .init(idleTimeout: .seconds(60)),
+                ignoreUncleanSSLShutdown: false,
+                decompression: .disabled)
+            configuration.httpVersion = HTTPClient.Configuration.HTTPVersion.automatic
+            clients[target.name] = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        }
+        self.targetsByName = byName
+        self.targetsByHost = byHost
+        self.clients = clients
+    }
+
+    /// Closes every upstream connection pool.
+    public func shutdown() async {
+        for client in clients.values {
+            try? await client.shutdown()
+        }
+    }
+
+    // MARK: One request
+
+    public func respond(to request: Request, context: HTTPGatewayContext) async throws -> Response {
+        let started = ContinuousClock.now
+        var exchange = Exchange(request: request, remoteAddress: context.remoteAddress, node: settings.node)
+
+        // The token is checked before anything about the connection is revealed.
+        guard let token = Self.bearerToken(request.headers[.authorization]) else {
+            return try await refuse(&exchange, .unauthorized, "a bearer token is required",
+                                    decision: .deny(rule: "identity", reason: "no bearer token"), errorCode: "missing-token",
+                                    challenge: #"Bearer realm="gatehouse""#)
+        }
+        exchange.session = Self.sessionID(token: token, label: request.headers[Self.sessionHeader])
+        switch await verifier.verify(token, client: exchange.client) {
+        case .failure(let rejection):
+            return try await refuse(&exchange, .unauthorized, TokenRejection.clientMessage,
+                                    decision: .deny(rule: "identity", reason: rejection.description),
+                                    errorCode: rejection.reason.rawValue,
+                                    challenge: #"Bearer realm="gatehouse", error="invalid_token""#)
+        case .success(let principal):
+            exchange.principal = principal
+        }
+
+        guard let (target, rawPath) = route(request) else {
+            return try await refuse(&exchange, .notFound, "no such connection",
+                                    decision: .deny(rule: "route", reason: "no connection for \(exchange.target)"),
+                                    errorCode: "unknown-connection")
+        }
+        exchange.connection = target.name
+        let path: CanonicalPath
+        do {
+            path = try CanonicalPath(raw: rawPath)
+        } catch {
+            return try await refuse(&exchange, .badRequest, error.description,
+                                    decision: .deny(rule: "path", reason: error.description), errorCode: "bad-path")
+        }
+        exchange.path = path.decoded
+        let principal = exchange.principal!
+
+        let access = target.access.decide(for: principal)
+        guard access.effect == .allow else {
+            return try await refuse(&exchange, .forbidden, access.reason ?? "not allowed", decision: access, errorCode: "connection-denied")
+        }
+        let decision = target.requests.decide(principal: principal, method: request.method.rawValue, path: path.decoded)
+        guard decision.effect == .allow else {
+            return try await refuse(&exchange, .forbidden, decision.reason ?? "not allowed", decision: decision, errorCode: "request-denied")
+        }
+
+        // The request event, with the first body bytes, is committed before anything is forwarded.
+        var body = request.body.makeAsyncIterator()
+        let prefix = try await Self.readPrefix(of: &body, upTo: settings.maxRecordedBodyBytes)
+        let requestEvent: AuditEvent
+        do {
+            requestEvent = try await auditLog.append(exchange.record(
+                kind: "http.request", decision: decision,
+                payload: Self.payload(headers: exchange.recordedRequestHeaders(target), body: prefix.recorded, truncated: prefix.truncated,
+                                      maxBytes: settings.maxPayloadBytes)))
+        } catch {
+            HTTPMetrics.count("audit-unavailable")
+            return try ProblemResponse.make(.serviceUnavailable, "the audit trail cannot be written; request refused")
+        }
+        HTTPMetrics.count("allow")
+
+        let upstreamRequest: HTTPClientRequest
+        do {
+            upstreamRequest = try makeUpstreamRequest(
+                request, target: target, path: path, exchange: exchange,
+                body: ForwardedBody(prefix: prefix.buffers, rest: RequestBodyRest(body), complete: prefix.complete))
+        } catch {
+            logger.error("upstream credential unavailable", metadata: ["connection": "\(target.name)", "error": "\(error)"])
+            recordResponse(exchange, event: requestEvent, started: started, status: "502", bytes: 0, headers: [], body: .init(limit: 0),
+                           error: "the connection's credential could not be read", errorCode: "credential-unavailable")
+            return try ProblemResponse.make(.badGateway, "the gateway cannot reach this connection's upstream", connection: target.name)
+        }
+
+        let upstream: HTTPClientResponse
+        do {
+            upstream = try await clients[target.name]!.execute(upstreamRequest, deadline: .now() + .nanoseconds(target.totalTimeout.inNanoseconds))
+        } catch {
+            let timedOut = Self.isTimeout(error)
+            let status: HTTPResponse.Status = timedOut ? .gatewayTimeout : .badGateway
+            let reason = timedOut ? "the upstream did not answer in time" : "the upstream could not be reached"
+            recordResponse(exchange, event: requestEvent, started: started, status: String(status.code), bytes: 0, headers: [],
+                           body: .init(limit: 0), error: reason + " (\(Self.describe(error)))", errorCode: timedOut ? "upstream-timeout" : "upstream-unreachable")
+            return try ProblemResponse.make(status, reason, connection: target.name)
+        }
+
+        let responseFields = HeaderShaping.downstream(upstream: upstream.headers.map { ($0.name, $0.value) })
+        var headers = HTTPFields()
+        for field in responseFields {
+            if let name = HTTPField.Name(field.name) { headers.append(HTTPField(name: name, value: field.value)) }
+        }
+        let contentLength = upstream.headers.first(name: "content-length").flatMap(Int.init)
+        let isHead = request.method == .head
+        if isHead, let contentLength { headers[.contentLength] = String(contentLength) }
+        let status = HTTPResponse.Status(code: Int(upstream.status.code), reasonPhrase: upstream.status.reasonPhrase)
+        let recordedHeaders = HeaderShaping.recorded(responseFields)
+        let limit = settings.maxRecordedBodyBytes
+        let forwarded = exchange
+        let responseBody = ResponseBody(contentLength: isHead ? nil : contentLength) { [self] writer in
+            var kept = RecordedBody(limit: limit)
+            var bytes: Int64 = 0
+            do {
+                for try await chunk in upstream.body {
+                    kept.append(chunk)
+                    bytes += Int64(chunk.readableBytes)
+                    try await writer.write(chunk)
+                }
+                try await writer.finish(nil)
+            } catch {
+                recordResponse(forwarded, event: requestEvent, started: started, status: String(status.code), bytes: bytes,
+                               headers: recordedHeaders, body: kept, error: "the response was cut off (\(Self.describe(error)))",
+                               errorCode: "stream-interrupted")
+                throw error
+            }
+            recordResponse(forwarded, event: requestEvent, started: started, status: String(status.code), bytes: bytes,
+                           headers: recordedHeaders, body: kept, error: nil, errorCode: nil)
+        }
+        return Response(status: status, headers: headers, body: responseBody)
+    }
+
+    // MARK: Routing and the upstream request
+
+    /// The connection and the rest of the raw path: a configured Host name takes the whole path,
+    /// otherwise `/c/NAME/rest`.
+    private func route(_ request: Request) -> (HTTPTarget, Substring)? {
+        let rawPath = Self.rawPath(request.head.path ?? "/")
+        if let authority = request.head.authority {
+            let host = Self.hostName(authority)
+            if let target = targetsByHost[host] { return (target, rawPath) }
+        }
+        guard rawPath.hasPrefix("/c/") else { return nil }
+        let afterPrefix = rawPath.dropFirst(3)
+        let name = afterPrefix.prefix { $0 != "/" }
+        guard let target = targetsByName[String(name)] else { return nil }
+        return (target, afterPrefix.dropFirst(name.count))
+    }
+
+    private func makeUpstreamRequest(
+        _ request: Request, target: HTTPTarget, path: CanonicalPath, exchange: Exchange, body: ForwardedBody
+    ) throws -> HTTPClientRequest {
+        let credential = try target.credential?()
+        var query = Self.query(request.head.path ?? "")
+        var credentialHeader: (name: String, value: String)?
+        switch credential {
+        case .header(let name, let value): credentialHeader = (name, value)
+        case .queryParameter(let name, let value): query = QueryShaping.inject(into: query, name: name, value: value)
+        case nil: break
+        }
+        var base = target.baseURL.absoluteString
+        while base.hasSuffix("/") { base.removeLast() }
+        var upstream = HTTPClientRequest(url: base + path.encoded + (query.map { "?" + $0 } ?? ""))
+        upstream.method = HTTPMethod(rawValue: request.method.rawValue)
+        let fields = HeaderShaping.upstream(
+            client: request.headers.map { ($0.name.rawName, $0.value) },
+            credentialHeader: credentialHeader,
+            clientAddress: exchange.client.address.map(Self.addressWithoutPort),
+            clientHost: request.head.authority,
+            clientProtocol: "http")
+        for field in fields { upstream.headers.add(name: field.name, value: field.value) }
+        let declaredLength = request.headers[.contentLength].flatMap(Int64.init)
+        let chunked = request.headers[.transferEncoding] != nil
+        if declaredLength.map({ $0 > 0 }) ?? chunked {
+            upstream.body = .stream(body, length: declaredLength.map { .known($0) } ?? .unknown)
+        }
+        return upstream
+    }
+
+    // MARK: Recording
+
+    private func refuse(
+        _ exchange: inout Exchange, _ status: HTTPResponse.Status, _ detail: String, decision: Decision, errorCode: String,
+        challenge: String? = nil
+    ) async throws -> Response {
+        HTTPMetrics.count("deny")
+        let record = exchange.record(
+            kind: "http.request", decision: decision, outcome: .init(status: String(status.code), errorCode: errorCode),
+            payload: Self.payload(headers: exchange.recordedRequestHeaders(nil), body: nil, truncated: false, maxBytes: settings.maxPayloadBytes))
+        do {
+            _ = try await auditLog.append(record)
+        } catch {
+            return try ProblemResponse.make(.serviceUnavailable, "the audit trail cannot be written; request refused")
+        }
+        var response = try ProblemResponse.make(status, detail, rule: decision.rule, connection: exchange.connection)
+        if let challenge { response.headers[.wwwAuthenticate] = challenge }
+        return response
+    }
+
+    private func recordResponse(
+        _ exchange: Exchange, event: AuditEvent, started: ContinuousClock.Instant, status: String, bytes: Int64,
+        headers: [(String, String)], body: RecordedBody, error: String?, errorCode: String?
+    ) {
+        let duration = ContinuousClock.now - started
+        HTTPMetrics.duration.recordNanoseconds(duration.inNanoseconds)
+        var operation = AuditRecord.Operation(kind: "http.response", text: "response to event \(event.seq)")
+        operation.intent = exchange.intent
+        let payload = Self.payload(headers: headers, body: body.text, truncated: body.truncated, maxBytes: settings.maxPayloadBytes)
+        auditLog.appendEventually(AuditRecord(
+            node: exchange.node, session: exchange.session, principal: exchange.principal, client: exchange.client,
+            connection: exchange.connection, operation: operation, decision: event.record.decision,
+            outcome: .init(status: status, bytes: bytes, errorCode: errorCode, error: error, durationMicros: duration.inNanoseconds / 1000),
+            payload: payload.text, payloadTruncated: payload.truncated ? true : nil))
+    }
+
+    /// The recorded request or response: headers (credentials redacted) and the first body bytes,
+    /// always valid JSON within `maxBytes` (the body is cut further if the headers leave no room).
+    static func payload(headers: [(String, String)], body: String?, truncated: Bool, maxBytes: Int) -> (text: String, truncated: Bool) {
+        func write(_ body: String?, cut: Bool) -> String {
+            var writer = JSONWriter()
+            writer.beginObject()
+            writer.member("body", body)
+            if cut { writer.member("body_truncated", true) }
+            writer.key("headers")
+            writer.beginArray()
+            for (name, value) in headers {
+                writer.beginArray()
+                writer.string(name)
+                writer.string(value)
+                writer.endArray()
+            }
+            writer.endArray()
+            writer.endObject()
+            return String(decoding: writer.bytes, as: UTF8.self)
+        }
+        let full = write(body, cut: truncated)
+        guard full.utf8.count > maxBytes else { return (full, truncated) }
+        let withoutBody = write("", cut: true)
+        let room = maxBytes - withoutBody.utf8.count
+        guard room > 0, let body else { return (write(nil, cut: true).truncated(toUTF8Bytes: maxBytes).text, true) }
+        // Escaping can grow the text up to 6x; cut until the document fits.
+        var keep = room
+        while keep > 0 {
+            let text = write(body.truncated(toUTF8Bytes: keep).text, cut: true)
+            if text.utf8.count <= maxBytes { return (text, true) }
+            keep = keep * 3 / 4
+        }
+        return (withoutBody, true)
+    }
+
+    // MARK: Small pieces
+
+    public static func bearerToken(_ header: String?) -> String? {
+        guard let header else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+
+    /// Requests made with one token form one session (a client label from `Gatehouse-Session`
+    /// splits it further). The token itself is never recorded, only a digest of it.
+    static func sessionID(token: String, label: String?) -> String {
+        let digest = SHA256.hash(data: Data(token.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        guard let label else { return "http-" + digest }
+        let clean = label.unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) || "-_.:".unicodeScalars.contains($0) }
+        let kept = String(String.UnicodeScalarView(clean.prefix(64)))
+        return kept.isEmpty ? "http-" + digest : "http-\(digest)-\(kept)"
+    }
+
+    static func rawPath(_ target: String) -> Substring {
+        target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "/"
+    }
+
+    static func query(_ target: String) -> String? {
+        guard let mark = target.firstIndex(of: "?") else { return nil }
+        let query = target[target.index(after: mark)...]
+        return query.isEmpty ? nil : String(query)
+    }
+
+    static func hostName(_ authority: String) -> String {
+        if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
+            return String(authority[...close]).lowercased()
+        }
+        return String(authority.split(separator: ":", maxSplits: 1).first ?? "").lowercased()
+    }
+
+    static func addressWithoutPort(_ address: String) -> String {
+        if address.hasPrefix("["), let close = address.firstIndex(of: "]") {
+            return String(address[address.index(after: address.startIndex)..<close])
+        }
+        return String(address.split(separator: ":").first ?? Substring(address))
+    }
+
+    static func readPrefix(of body: inout RequestBody.AsyncIterator, upTo limit: Int) async throws -> BodyPrefix {
+        var prefix = BodyPrefix(limit: limit)
+        while prefix.wantsMore, let chunk = try await body.next() {
+            prefix.append(chunk)
+        }
+        if prefix.wantsMore { prefix.complete = true }
+        return prefix
+    }
+
+    static func isTimeout(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError {
+            return error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout
+        }
+        return false
+    }
+
+    /// A short, secret-free reason for the audit trail: the error's kind, not its full text.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? HTTPClientError { return String(describing: error).truncated(toUTF8Bytes: 200).text }
+        return String(describing: type(of: error))
+    }
+}
+
+/// What is known about one request while it is decided and forwarded.
+struct Exchange: Sendable {
+    let node: String
+    let method: String
+    let target: String
+    let intent: String?
+    var client: ClientInfo
+    var session: String
+    var principal: Principal?
+    var connection: String?
+    var path: String?
+    var query: String?
+    let requestFields: HeaderShaping.Fields
+
+    init(request: Request, remoteAddress: SocketAddress?, node: String) {
+        self.node = node
+        method = request.method.rawValue
+        target = (request.head.path ?? "/").truncated(toUTF8Bytes: 2048).text
+        intent = request.headers[HTTPProxy.intentHeader].map { $0.truncated(toUTF8Bytes: 1024).text }
+        client = ClientInfo(
+            address: remoteAddress.map(peerDescription),
+            application: request.headers[.userAgent].map { $0.truncated(toUTF8Bytes: 256).text })
+        session = "http-anonymous"
+        query = HTTPProxy.query(request.head.path ?? "")
+        requestFields = request.headers.map { ($0.name.rawName, $0.value) }
+    }
+
+    /// `METHOD /path?query`: the decided path once known, the raw target before.
+    var text: String {
+        guard let path else { return "\(method) \(target)" }
+        return "\(method) \(path)" + (query.map { "?" + $0 } ?? "")
+    }
+
+    func recordedRequestHeaders(_ target: HTTPTarget?) -> [(String, String)] {
+        var extra: Set<String> = []
+        if case .header(let name, _)? = try? target?.credential?() { extra.insert(name.lowercased()) }
+        return HeaderShaping.recorded(requestFields, alsoRedacting: extra)
+    }
+
+    func record(kind: String, decision: Decision, outcome: AuditRecord.Outcome? = nil, payload: (text: String, truncated: Bool)) -> AuditRecord {
+        AuditRecord(
+            node: node, session: session, principal: principal, client: client, connection: connection,
+            operation: .init(kind: kind, text: text.truncated(toUTF8Bytes: 4096).text, intent: intent),
+            decision: decision, outcome: outcome, payload: payload.text, payloadTruncated: payload.truncated ? true : nil)
+    }
+}
+
+/// The first bytes of a request body, kept for the audit trail and then forwarded first.
+struct BodyPrefix {
+    let limit: Int
+    var buffers: [ByteBuffer] = []
+    var bytes = 0
+    /// The whole body was read.
+    var complete = false
+
+    init(limit: Int) { self.limit = limit }
+
+    var wantsMore: Bool { bytes <= limit }
+
+    mutating func append(_ chunk: ByteBuffer) {
+        buffers.append(chunk)
+        bytes += chunk.readableBytes
+    }
+
+    var truncated: Bool { bytes > limit }
+
+    /// The body as text for the record (bodies that are not UTF-8 are recorded as base64).
+    var recorded: String? {
+        guard bytes > 0 else { return nil }
+        var joined = ByteBuffer()
+        for buffer in buffers { joined.writeImmutableBuffer(buffer) }
+        return RecordedBody.text(Array(joined.readableBytesView.prefix(limit)))
+    }
+}
+
+/// The first bytes of a response body, kept while the body streams to the client.
+struct RecordedBody: Sendable {
+    let limit: Int
+    private(set) var kept: [UInt8] = []
+    private(set) var truncated = false
+
+    init(limit: Int) { self.limit = limit }
+
+    mutating func append(_ chunk: ByteBuffer) {
+        let room = limit - kept.count
+        guard room > 0 else {
+            if chunk.readableBytes > 0 { truncated = true }
+            return
+        }
+        kept.append(contentsOf: chunk.readableBytesView.prefix(room))
+        if chunk.readableBytes > room { truncated = true }
+    }
+
+    var text: String? { kept.isEmpty ? nil : Self.text(kept) }
+
+    static func text(_ bytes: [UInt8]) -> String {
+        if let text = String(validating: bytes, as: UTF8.self) { return text }
+        return "base64:" + Data(bytes).base64EncodedString()
+    }
+}
+
+/// The rest of the client's request body after the recorded prefix; consumed by exactly one reader
+/// (the HTTP client sending it upstream).
+final class RequestBodyRest: @unchecked Sendable {
+    private var iterator: RequestBody.AsyncIterator
+
+    init(_ iterator: RequestBody.AsyncIterator) {
+        self.iterator = iterator
+    }
+
+    func next() async throws -> ByteBuffer? {
+        try await iterator.next()
+    }
+}
+
+/// The request body as forwarded: the prefix already read, then the rest as it arrives.
+struct ForwardedBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let prefix: [ByteBuffer]
+    let rest: RequestBodyRest
+    let complete: Bool
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var prefix: IndexingIterator<[ByteBuffer]>
+        let rest: RequestBodyRest
+        let complete: Bool
+
+        mutating func next() async throws -> ByteBuffer? {
+            if let buffer = prefix.next() { return buffer }
+            return complete ? nil : try await rest.next()
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(prefix: prefix.makeIterator(), rest: rest, complete: complete)
+    }
+}
+
+enum HTTPMetrics {
+    static let duration = Metrics.Timer(label: "gatehouse_request_duration_seconds", dimensions: [("protocol", "http")])
+
+    static func count(_ decision: String) {
+        Counter(label: "gatehouse_requests_total", dimensions: [("protocol", "http"), ("decision", decision)]).increment()
+    }
+}

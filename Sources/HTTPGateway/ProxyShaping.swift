@@ -1,0 +1,156 @@
+import Foundation
+import GatehouseCore
+
+/// A request path made safe to decide on and to forward.
+///
+/// Policy matches the decoded path and the upstream receives the same path re-encoded, so the two
+/// can never disagree about what was asked for: encoded slashes, NULs, backslashes and dot
+/// segments are refused instead of being passed on for the upstream to interpret its own way.
+public struct CanonicalPath: Sendable, Equatable {
+    /// Decoded, with `/` between segments; what rules match. Always starts with `/`.
+    public var decoded: String
+    /// The same segments percent-encoded again; what the upstream receives.
+    public var encoded: String
+
+    public static let maximumBytes = 8 * 1024
+
+    public enum Problem: Error, Equatable, CustomStringConvertible {
+        case tooLong
+        case badEncoding
+        case forbiddenCharacter
+        case dotSegment
+
+        public var description: String {
+            switch self {
+            case .tooLong: "the path is too long"
+            case .badEncoding: "the path has an invalid percent-encoding"
+            case .forbiddenCharacter: "the path contains an encoded '/', '\\' or NUL"
+            case .dotSegment: "the path contains a '.' or '..' segment"
+            }
+        }
+    }
+
+    /// `raw` is the path as the client sent it (no query), starting with `/` or empty.
+    public init(raw: Substring) throws(Problem) {
+        guard raw.utf8.count <= Self.maximumBytes else { throw .tooLong }
+        var decodedSegments: [String] = []
+        let parts = raw.split(separator: "/", omittingEmptySubsequences: true)
+        for part in parts {
+            guard let segment = String(part).removingPercentEncoding else { throw .badEncoding }
+            if segment.contains("/") || segment.contains("\\") || segment.contains("\0") {
+                throw .forbiddenCharacter
+            }
+            if segment == "." || segment == ".." { throw .dotSegment }
+            decodedSegments.append(segment)
+        }
+        let trailingSlash = raw.count > 1 && raw.hasSuffix("/") && !decodedSegments.isEmpty
+        decoded = "/" + decodedSegments.joined(separator: "/") + (trailingSlash ? "/" : "")
+        encoded = "/" + decodedSegments.map(Self.encode).joined(separator: "/") + (trailingSlash ? "/" : "")
+    }
+
+    /// RFC 3986 `pchar`: unreserved, sub-delims, ':' and '@' stay; everything else is encoded.
+    private static let segmentCharacters: CharacterSet = {
+        var set = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+        set.insert(charactersIn: "!$&'()*+,;=:@")
+        return set
+    }()
+
+    static func encode(_ segment: String) -> String {
+        segment.addingPercentEncoding(withAllowedCharacters: segmentCharacters) ?? segment
+    }
+}
+
+/// What the gateway does to headers in each direction; pure, so every rule is unit-tested.
+public enum HeaderShaping {
+    /// RFC 9110 section 7.6.1 connection-specific fields, plus the legacy ones proxies still see.
+    public static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+        "trailer", "transfer-encoding", "upgrade",
+    ]
+
+    /// Credentials and cookies: recorded as `[redacted]`, never as values.
+    public static let alwaysRedacted: Set<String> = [
+        "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token",
+    ]
+
+    public typealias Fields = [(name: String, value: String)]
+
+    /// The client's headers as the upstream should see them: no hop-by-hop headers (including those
+    /// the client's `Connection` header names), none of the client's credentials or Gatehouse's own
+    /// headers, no client-supplied forwarding headers (the gateway writes its own), no length
+    /// framing (the HTTP client sets it for the body it sends), and the injected credential.
+    public static func upstream(
+        client: Fields,
+        credentialHeader: (name: String, value: String)?,
+        clientAddress: String?,
+        clientHost: String?,
+        clientProtocol: String
+    ) -> Fields {
+        let named = connectionNamed(client)
+        let credentialName = credentialHeader?.name.lowercased()
+        var fields: Fields = []
+        for field in client {
+            let name = field.name.lowercased()
+            if hopByHop.contains(name) || named.contains(name) { continue }
+            if name == "authorization" || name == "host" || name == "content-length" || name == "expect" { continue }
+            if name.hasPrefix("gatehouse-") || name.hasPrefix("x-forwarded-") || name == "forwarded" { continue }
+            if name == credentialName { continue }
+            fields.append(field)
+        }
+        if let clientAddress { fields.append(("X-Forwarded-For", clientAddress)) }
+        if let clientHost { fields.append(("X-Forwarded-Host", clientHost)) }
+        fields.append(("X-Forwarded-Proto", clientProtocol))
+        if let credentialHeader { fields.append(credentialHeader) }
+        return fields
+    }
+
+    /// The upstream's response headers as the client should see them.
+    public static func downstream(upstream: Fields) -> Fields {
+        let named = connectionNamed(upstream)
+        return upstream.filter { field in
+            let name = field.name.lowercased()
+            return !hopByHop.contains(name) && !named.contains(name) && name != "content-length"
+        }
+    }
+
+    /// Headers for the audit trail, credentials replaced by `[redacted]`.
+    public static func recorded(_ fields: Fields, alsoRedacting extra: Set<String> = []) -> [(String, String)] {
+        fields.map { field in
+            let name = field.name.lowercased()
+            let secret = alwaysRedacted.contains(name) || extra.contains(name)
+            return (name, secret ? "[redacted]" : field.value.truncated(toUTF8Bytes: 2048).text)
+        }
+    }
+
+    private static func connectionNamed(_ fields: Fields) -> Set<String> {
+        var names: Set<String> = []
+        for field in fields where field.name.lowercased() == "connection" {
+            for token in field.value.split(separator: ",") {
+                names.insert(token.trimmingCharacters(in: .whitespaces).lowercased())
+            }
+        }
+        return names
+    }
+}
+
+/// Query strings, kept as the client wrote them except for the injected credential's parameter.
+public enum QueryShaping {
+    /// Removes any parameter named `name` the client sent (it cannot choose the credential) and
+    /// appends the injected one.
+    public static func inject(into query: String?, name: String, value: String) -> String {
+        var parts = (query ?? "").split(separator: "&", omittingEmptySubsequences: true).filter { part in
+            let key = part.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
+            return (key.removingPercentEncoding ?? key) != name
+        }.map(String.init)
+        parts.append(encode(name) + "=" + encode(value))
+        return parts.joined(separator: "&")
+    }
+
+    private static let valueCharacters: CharacterSet = {
+        CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+    }()
+
+    static func encode(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: valueCharacters) ?? text
+    }
+}

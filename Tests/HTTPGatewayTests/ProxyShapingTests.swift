@@ -1,0 +1,91 @@
+import Foundation
+@testable import HTTPGateway
+import Testing
+
+@Suite("HTTP request shaping")
+struct ProxyShapingTests {
+    @Test func canonicalPathDecodesAndReencodesTheSameSegments() throws {
+        let path = try CanonicalPath(raw: "/config/my%20key/caf%C3%A9")
+        #expect(path.decoded == "/config/my key/café")
+        #expect(path.encoded == "/config/my%20key/caf%C3%A9")
+        #expect(try CanonicalPath(raw: "").decoded == "/")
+        #expect(try CanonicalPath(raw: "/a//b/").decoded == "/a/b/", "empty segments collapse; a trailing slash stays")
+    }
+
+    @Test(arguments: [
+        ("/config/..", CanonicalPath.Problem.dotSegment),
+        ("/config/%2e%2e/admin", .dotSegment),
+        ("/./x", .dotSegment),
+        ("/config%2Fsecret", .forbiddenCharacter),
+        ("/a%5Cb", .forbiddenCharacter),
+        ("/a%00b", .forbiddenCharacter),
+        ("/a%zz", .badEncoding),
+    ])
+    func pathsThatCouldMeanSomethingElseUpstreamAreRefused(raw: String, problem: CanonicalPath.Problem) {
+        #expect(throws: problem) { try CanonicalPath(raw: Substring(raw)) }
+    }
+
+    @Test func overlongPathIsRefused() {
+        #expect(throws: CanonicalPath.Problem.tooLong) {
+            try CanonicalPath(raw: Substring("/" + String(repeating: "a", count: CanonicalPath.maximumBytes)))
+        }
+    }
+
+    @Test func upstreamHeadersDropTheClientsCredentialsAndHopByHopHeaders() {
+        let client: HeaderShaping.Fields = [
+            ("Host", "gateway:8080"), ("Authorization", "Bearer client-token"), ("Connection", "keep-alive, X-Private"),
+            ("X-Private", "hop"), ("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked"), ("Content-Length", "10"),
+            ("X-Api-Key", "client-chosen"), ("Gatehouse-Intent", "why"), ("X-Forwarded-For", "10.9.9.9"),
+            ("Accept", "application/json"), ("Content-Type", "text/plain"),
+        ]
+        let shaped = HeaderShaping.upstream(
+            client: client, credentialHeader: ("X-Api-Key", "real-key"), clientAddress: "127.0.0.1",
+            clientHost: "gateway:8080", clientProtocol: "http")
+        let names = shaped.map { $0.name.lowercased() }
+        #expect(!names.contains("authorization"))
+        #expect(!names.contains("connection") && !names.contains("x-private") && !names.contains("keep-alive"))
+        #expect(!names.contains("transfer-encoding") && !names.contains("content-length") && !names.contains("host"))
+        #expect(!names.contains("gatehouse-intent"))
+        #expect(shaped.filter { $0.name.lowercased() == "x-api-key" }.map(\.value) == ["real-key"], "the client cannot choose the credential")
+        #expect(shaped.filter { $0.name == "X-Forwarded-For" }.map(\.value) == ["127.0.0.1"], "the client cannot forge its address")
+        #expect(shaped.contains { $0.name == "Accept" && $0.value == "application/json" })
+        #expect(shaped.contains { $0.name == "Content-Type" })
+    }
+
+    @Test func recordedHeadersNeverHoldCredentialValues() {
+        let recorded = HeaderShaping.recorded(
+            [("Authorization", "Bearer t"), ("Cookie", "s=1"), ("X-Custom-Key", "k"), ("Accept", "*/*")],
+            alsoRedacting: ["x-custom-key"])
+        #expect(recorded.map(\.1) == ["[redacted]", "[redacted]", "[redacted]", "*/*"])
+    }
+
+    @Test func downstreamHeadersDropFraming() {
+        let shaped = HeaderShaping.downstream(upstream: [
+            ("Content-Length", "5"), ("Transfer-Encoding", "chunked"), ("Connection", "close"), ("Content-Type", "text/plain"),
+        ])
+        #expect(shaped.map(\.name) == ["Content-Type"])
+    }
+
+    @Test func injectedQueryParameterReplacesTheClients() {
+        #expect(QueryShaping.inject(into: "a=1&api_key=mine&b=2", name: "api_key", value: "s3cr/t") == "a=1&b=2&api_key=s3cr%2Ft")
+        #expect(QueryShaping.inject(into: nil, name: "k", value: "v") == "k=v")
+        #expect(QueryShaping.inject(into: "api%5Fkey=x", name: "api_key", value: "v") == "api_key=v", "an encoded name is the same name")
+    }
+
+    @Test func sessionIDsGroupByTokenWithoutRevealingIt() {
+        let one = HTTPProxy.sessionID(token: "token-one", label: nil)
+        #expect(one == HTTPProxy.sessionID(token: "token-one", label: nil))
+        #expect(one != HTTPProxy.sessionID(token: "token-two", label: nil))
+        #expect(!one.contains("token"))
+        #expect(HTTPProxy.sessionID(token: "token-one", label: "run 7/x") == one + "-run7x")
+    }
+
+    @Test func payloadStaysValidJSONWhenCut() throws {
+        let payload = HTTPProxy.payload(
+            headers: [("accept", "*/*")], body: String(repeating: "é", count: 5000), truncated: false, maxBytes: 1000)
+        #expect(payload.truncated)
+        #expect(payload.text.utf8.count <= 1000)
+        let object = try JSONSerialization.jsonObject(with: Data(payload.text.utf8)) as? [String: Any]
+        #expect(object?["body_truncated"] as? Bool == true)
+    }
+}
