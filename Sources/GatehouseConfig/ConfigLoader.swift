@@ -120,6 +120,15 @@ public enum ConfigLoader {
             reader.report(line: top.section("postgres")?.lineOf("listen") ?? top.lineOf("dev"),
                           "dev: true is allowed only when every listener is on loopback; postgres.listen is \(listen)")
         }
+        let httpSection = top.section("http")
+        let http = GatehouseConfig.HTTP(
+            listen: httpSection?.listenAddress("listen"),
+            maxRecordedBodyBytes: httpSection?.int("max_recorded_body_bytes", in: 0...(4 * 1024 * 1024)) ?? 16 * 1024)
+        httpSection?.finish()
+        if dev, let listen = http.listen, !listen.isLoopback {
+            reader.report(line: httpSection?.lineOf("listen") ?? top.lineOf("dev"),
+                          "dev: true is allowed only when every listener is on loopback; http.listen is \(listen)")
+        }
         let identity = buildIdentity(top.section("identity"), reader: reader, statePath: statePath)
         let audit = buildAudit(top.section("audit"), statePath: statePath)
         let connections = buildConnections(top, reader: reader)
@@ -133,6 +142,7 @@ public enum ConfigLoader {
             identity: identity,
             audit: audit,
             postgres: postgres,
+            http: http,
             connections: connections
         )
     }
@@ -267,10 +277,24 @@ public enum ConfigLoader {
                 subjects: allowSection?.strings("subjects") ?? [],
                 agents: allowSection?.strings("agents") ?? [])
             allowSection?.finish()
-            let upstreamTLS = entry.choice("tls", as: GatehouseConfig.Connection.UpstreamTLS.self) ?? .disable
+            // An https upstream is verified unless the config says otherwise.
+            let defaultTLS: GatehouseConfig.Connection.UpstreamTLS = upstream?.scheme?.lowercased() == "https" ? .verifyFull : .disable
+            let upstreamTLS = entry.choice("tls", as: GatehouseConfig.Connection.UpstreamTLS.self) ?? defaultTLS
             let caFile = entry.string("ca_file").map(reader.resolvePath)
             if kind == .postgres && username == nil {
                 reader.report(line: entry.line, "\(path) needs 'username': the role the gateway logs in as")
+            }
+            var http: GatehouseConfig.Connection.HTTPOptions?
+            if kind == .http {
+                http = buildHTTPOptions(entry, path: path, reader: reader)
+                for key in ["username", "password"] where entry.has(key) {
+                    reader.report(line: entry.lineOf(key), "\(path).\(key) is for postgres connections; an http connection injects 'credential'")
+                }
+            } else if kind == .postgres {
+                for key in ["credential", "hosts", "timeouts", "requests"] where entry.has(key) {
+                    reader.report(line: entry.lineOf(key), "\(path).\(key) is only for http connections")
+                    _ = entry.node(key)
+                }
             }
             entry.finish()
             if let name {
@@ -283,9 +307,83 @@ public enum ConfigLoader {
             if let name, let kind, let upstream {
                 connections.append(.init(name: name, kind: kind, upstream: upstream, username: username,
                                          password: password, description: description, allow: allow,
-                                         upstreamTLS: upstreamTLS, caFile: caFile, line: entry.line))
+                                         upstreamTLS: upstreamTLS, caFile: caFile, http: http, line: entry.line))
             }
         }
         return connections
+    }
+
+    private static func buildHTTPOptions(_ entry: ConfigSection, path: String, reader: ConfigReader) -> GatehouseConfig.Connection.HTTPOptions {
+        var credential: GatehouseConfig.Connection.Credential?
+        if let section = entry.section("credential") {
+            let forms = ["header", "bearer", "basic", "query"].filter(section.has)
+            if forms.count != 1 {
+                reader.report(line: section.line, "\(path).credential needs exactly one of: header (with value), bearer, basic (username, password), query (with value)")
+            }
+            switch forms.first {
+            case "header":
+                if let name = section.string("header"), let value = section.secret("value", required: true) {
+                    credential = .header(name: name, value: value)
+                }
+            case "bearer":
+                credential = section.secret("bearer").map { .bearer($0) }
+            case "basic":
+                if let basic = section.section("basic") {
+                    if let username = basic.string("username", required: true), let password = basic.secret("password", required: true) {
+                        credential = .basic(username: username, password: password)
+                    }
+                    basic.finish()
+                }
+            case "query":
+                if let name = section.string("query"), let value = section.secret("value", required: true) {
+                    credential = .query(name: name, value: value)
+                }
+            default:
+                break
+            }
+            for form in forms.dropFirst() { _ = section.node(form) }
+            if forms.first == "bearer" || forms.first == "basic" { _ = section.node("value") }
+            section.finish()
+        }
+        let timeouts = entry.section("timeouts")
+        let connect = timeouts?.int("connect_seconds", in: 1...300) ?? 5
+        let read = timeouts?.int("read_seconds", in: 1...86_400) ?? 60
+        let total = timeouts?.int("total_seconds", in: 1...86_400) ?? 300
+        timeouts?.finish()
+
+        var rules: [GatehouseConfig.Connection.RequestRule] = []
+        var seen: Set<String> = []
+        for (rulePath, node) in entry.sequence("requests") ?? [] {
+            guard let rule = ConfigSection(node, path: rulePath, reader: reader) else { continue }
+            let name = rule.string("name", required: true) ?? ""
+            if !name.isEmpty, !seen.insert(name).inserted {
+                reader.report(line: rule.lineOf("name"), "request rule name '\(name)' is used twice in \(path)")
+            }
+            let methods = (rule.strings("methods") ?? []).map { $0.uppercased() }
+            for method in methods where !method.allSatisfy({ $0.isLetter }) {
+                reader.report(line: rule.lineOf("methods"), "\(rulePath).methods: '\(method)' is not an HTTP method")
+            }
+            let paths = rule.strings("paths") ?? ["/**"]
+            for pattern in paths where !pattern.hasPrefix("/") {
+                reader.report(line: rule.lineOf("paths"), "\(rulePath).paths: '\(pattern)' must start with '/'")
+            }
+            rules.append(.init(
+                name: name,
+                effect: rule.choice("effect", as: GatehouseConfig.Connection.RequestRule.Effect.self) ?? .allow,
+                methods: methods,
+                paths: paths,
+                groups: rule.strings("groups") ?? [],
+                subjects: rule.strings("subjects") ?? [],
+                agents: rule.strings("agents") ?? [],
+                line: rule.line))
+            rule.finish()
+        }
+        return .init(
+            credential: credential,
+            hosts: (entry.strings("hosts") ?? []).map { $0.lowercased() },
+            connectTimeoutSeconds: connect,
+            readTimeoutSeconds: read,
+            totalTimeoutSeconds: max(total, 1),
+            requests: rules)
     }
 }

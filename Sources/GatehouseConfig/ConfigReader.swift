@@ -112,6 +112,9 @@ final class ConfigSection {
 
     private func qualified(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
+    /// Whether the key is present, without marking it as read.
+    func has(_ key: String) -> Bool { entries[key] != nil }
+
     func node(_ key: String, required: Bool = false) -> Node? {
         known.insert(key)
         guard let entry = entries[key] else {

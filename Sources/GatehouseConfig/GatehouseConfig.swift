@@ -13,7 +13,15 @@ public struct GatehouseConfig: Sendable {
     public var identity: Identity
     public var audit: Audit
     public var postgres: Postgres
+    public var http: HTTP
     public var connections: [Connection]
+
+    /// The HTTP gateway's listener. Absent `listen` means the gateway does not proxy HTTP.
+    public struct HTTP: Sendable {
+        public var listen: ListenAddress?
+        /// Request and response body bytes kept in the audit trail per exchange.
+        public var maxRecordedBodyBytes: Int
+    }
 
     /// The PostgreSQL listener. Absent `listen` means the gateway does not speak PostgreSQL.
     public struct Postgres: Sendable {
@@ -128,6 +136,43 @@ public struct GatehouseConfig: Sendable {
         public var upstreamTLS: UpstreamTLS
         /// PEM roots for `verify-full` against a private CA; the system roots otherwise.
         public var caFile: String?
+        /// Settings only HTTP connections have.
+        public var http: HTTPOptions?
+
+        /// The credential an HTTP connection adds to every forwarded request.
+        public enum Credential: Sendable {
+            case header(name: String, value: SecretReference)
+            case bearer(SecretReference)
+            case basic(username: String, password: SecretReference)
+            case query(name: String, value: SecretReference)
+        }
+
+        /// One request rule: who, which methods, which paths, allow or deny.
+        public struct RequestRule: Sendable {
+            public enum Effect: String, Sendable, CaseIterable {
+                case allow
+                case deny
+            }
+
+            public var name: String
+            public var effect: Effect
+            public var methods: [String]
+            public var paths: [String]
+            public var groups: [String]
+            public var subjects: [String]
+            public var agents: [String]
+            public var line: Int
+        }
+
+        public struct HTTPOptions: Sendable {
+            public var credential: Credential?
+            /// Host names that reach this connection directly, besides `/c/NAME/`.
+            public var hosts: [String]
+            public var connectTimeoutSeconds: Int
+            public var readTimeoutSeconds: Int
+            public var totalTimeoutSeconds: Int
+            public var requests: [RequestRule]
+        }
         /// Line in the config file, for later diagnostics about this connection.
         public var line: Int
     }

@@ -3,6 +3,7 @@ import Audit
 import Foundation
 import GatehouseConfig
 import GatehouseCore
+import HTTPGateway
 import Hummingbird
 import Identity
 import Logging
@@ -100,13 +101,15 @@ public final class Gateway: Sendable {
     public struct BoundListeners: Sendable {
         public var admin: Int
         public var postgres: Int?
+        public var http: Int?
     }
 
     /// Runs until SIGINT/SIGTERM (or cancellation), then drains and checkpoints the audit trail.
     /// `onReady` is called once every listener is accepting connections.
     public func run(onReady: @escaping @Sendable (BoundListeners) async -> Void = { _ in }) async throws {
-        let bound = BoundPorts(expected: config.postgres.listen == nil ? 1 : 2) { ports in
-            await onReady(BoundListeners(admin: ports["admin"] ?? 0, postgres: ports["postgres"]))
+        let expected = 1 + (config.postgres.listen == nil ? 0 : 1) + (config.http.listen == nil ? 0 : 1)
+        let bound = BoundPorts(expected: expected) { ports in
+            await onReady(BoundListeners(admin: ports["admin"] ?? 0, postgres: ports["postgres"], http: ports["http"]))
         }
         let admin = AdminListener(gateway: self).application { port in await bound.report("admin", port) }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
@@ -129,6 +132,18 @@ public final class Gateway: Sendable {
             services.append(.init(service: PostgresListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
                 onBound: { port in await bound.report("postgres", port) })))
+        }
+        if let listen = config.http.listen {
+            let settings = HTTPGatewaySettings(
+                host: listen.host,
+                port: listen.port,
+                node: config.gateway.node,
+                maxRecordedBodyBytes: config.http.maxRecordedBodyBytes,
+                maxPayloadBytes: config.audit.maxPayloadBytes,
+                targets: try Self.httpTargets(config))
+            services.append(.init(service: HTTPGatewayListener(
+                settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
+                onBound: { port in await bound.report("http", port) })))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,
@@ -202,6 +217,61 @@ extension Gateway {
                 tls: try upstreamTLS(connection))
         }
         return targets
+    }
+
+    static func httpTargets(_ config: GatehouseConfig) throws -> [HTTPTarget] {
+        try config.connections.filter { $0.kind == .http }.map { connection in
+            let options = connection.http
+            let rules = (options?.requests ?? []).map {
+                HTTPRequestRule(
+                    name: $0.name, effect: $0.effect == .deny ? .deny : .allow, methods: $0.methods, paths: $0.paths,
+                    groups: $0.groups, subjects: $0.subjects, agents: $0.agents)
+            }
+            return HTTPTarget(
+                name: connection.name,
+                baseURL: connection.upstream,
+                hosts: options?.hosts ?? [],
+                access: ConnectionAccess(
+                    connection: connection.name, groups: connection.allow.groups,
+                    subjects: connection.allow.subjects, agents: connection.allow.agents),
+                requests: HTTPRequestPolicy(connection: connection.name, rules: rules),
+                credential: options?.credential.map(Self.credentialProvider),
+                tls: try httpTLS(connection),
+                connectTimeout: .seconds(options?.connectTimeoutSeconds ?? 5),
+                readTimeout: .seconds(options?.readTimeoutSeconds ?? 60),
+                totalTimeout: .seconds(options?.totalTimeoutSeconds ?? 300))
+        }
+    }
+
+    /// Secrets are read on every request, so a rotated `file:` secret applies without a restart.
+    static func credentialProvider(_ credential: GatehouseConfig.Connection.Credential) -> @Sendable () throws -> UpstreamCredential {
+        switch credential {
+        case .header(let name, let value): { .header(name: name, value: try value.resolve()) }
+        case .bearer(let token): { .bearer(try token.resolve()) }
+        case .basic(let username, let password): { .basic(username: username, password: try password.resolve()) }
+        case .query(let name, let value): { .queryParameter(name: name, value: try value.resolve()) }
+        }
+    }
+
+    static func httpTLS(_ connection: GatehouseConfig.Connection) throws -> TLSConfiguration? {
+        guard connection.upstream.scheme?.lowercased() == "https" else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        switch connection.upstreamTLS {
+        case .disable, .require:
+            // `disable` cannot mean plain http to an https URL; both encrypt without verifying.
+            configuration.certificateVerification = .none
+        case .verifyFull:
+            configuration.certificateVerification = .fullVerification
+            if let caFile = connection.caFile {
+                do {
+                    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+                } catch {
+                    throw GatehouseError("http.upstream-ca", "cannot read ca_file of connection \(connection.name)")
+                }
+            }
+        }
+        return configuration
     }
 
     static func upstreamTLS(_ connection: GatehouseConfig.Connection) throws -> UpstreamTLS? {

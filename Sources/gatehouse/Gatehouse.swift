@@ -69,6 +69,7 @@ struct Serve: AsyncParsableCommand {
         try await gateway.run { bound in
             var line = "gatehouse ready: admin http://\(config.admin.listen.host):\(bound.admin)"
             if let port = bound.postgres, let host = config.postgres.listen?.host { line += ", postgres \(host):\(port)" }
+            if let port = bound.http, let host = config.http.listen?.host { line += ", http \(host):\(port)" }
             if let devIssuer { line += ", dev issuer \(devIssuer)" }
             // Written unbuffered: scripts wait for this line on a pipe.
             FileHandle.standardOutput.write(Data((line + "\n").utf8))

@@ -72,12 +72,12 @@ struct SessionsCommand: AsyncParsableCommand {
                 end = event.record.time
                 if who == "-" { who = Replay.who(event.record.principal) }
                 if connection == "-", let name = event.record.connection { connection = name }
-                if event.record.operation.kind.hasPrefix("sql.") && event.record.operation.kind != "sql.result" { statements += 1 }
+                if Replay.isRequest(event.record.operation.kind) { statements += 1 }
                 if event.record.decision.effect == .deny { denied += 1 }
             }
 
             func line(id: String) -> String {
-                "\(id)  \(start.formatted(.iso8601))  \(Int(end.timeIntervalSince(start)))s  \(who)  \(connection)  \(statements) statement(s)\(denied > 0 ? ", \(denied) denied" : "")"
+                "\(id)  \(start.formatted(.iso8601))  \(Int(end.timeIntervalSince(start)))s  \(who)  \(connection)  \(statements) operation(s)\(denied > 0 ? ", \(denied) denied" : "")"
             }
         }
     }
@@ -123,6 +123,11 @@ struct SessionsCommand: AsyncParsableCommand {
             return principal.agent.map { "\(principal.subject) via agent \($0)" } ?? principal.subject
         }
 
+        /// Events that ask for something (a statement, an HTTP request), as opposed to results.
+        static func isRequest(_ kind: String) -> Bool {
+            (kind.hasPrefix("sql.") && kind != "sql.result") || kind == "http.request"
+        }
+
         static func describe(_ event: AuditEvent, rows: Int) -> String {
             let record = event.record
             let time = record.time.formatted(.iso8601.time(includingFractionalSeconds: true))
@@ -136,12 +141,29 @@ struct SessionsCommand: AsyncParsableCommand {
                 if let code = outcome?.errorCode { line += ", SQLSTATE \(code): \(outcome?.error ?? "")" }
                 if let payload = record.payload, rows > 0 { line += "\n" + resultLines(payload, rows: rows, truncated: record.payloadTruncated == true) }
                 return line
+            case "http.response":
+                let outcome = record.outcome
+                var line = "           → HTTP \(outcome?.status ?? "?")"
+                if let bytes = outcome?.bytes { line += ", \(bytes) byte(s)" }
+                if let micros = outcome?.durationMicros { line += ", \(String(format: "%.2f", Double(micros) / 1000)) ms" }
+                if let error = outcome?.error { line += ", \(error)" }
+                if let payload = record.payload, rows > 0, let body = httpBody(payload) {
+                    line += "\n             " + body.prefix(300).replacingOccurrences(of: "\n", with: "\n             ")
+                        + (body.count > 300 || record.payloadTruncated == true ? " …" : "")
+                }
+                return line
             default:
                 var line = "\(time) #\(event.seq) \(record.operation.kind)\(decision): \(record.operation.text)"
                 if let intent = record.operation.intent { line += "\n           intent: \(intent)" }
                 if let reason = record.decision.reason, record.decision.effect != .allow { line += "\n           reason: \(reason)" }
                 return line
             }
+        }
+
+        /// The recorded body of an HTTP request or response event.
+        static func httpBody(_ payload: String) -> String? {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any] else { return nil }
+            return object["body"] as? String
         }
 
         /// The recorded result rows as an indented table.

@@ -32,8 +32,9 @@ class Gateway:
         self.workdir = workdir
         self.port = free_port()
         self.pg_port = free_port()
+        self.http_port = free_port()
         self.env = env
-        extra_config = extra_config.replace("PG_LISTEN_PORT", str(self.pg_port))
+        extra_config = extra_config.replace("PG_LISTEN_PORT", str(self.pg_port)).replace("HTTP_LISTEN_PORT", str(self.http_port))
         self.config = workdir / "gatehouse.yaml"
         self.config.write_text(
             ("dev: true\n" if dev else "")
@@ -51,6 +52,7 @@ audit:
         )
         self.process: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
+        self.http_url = f"http://127.0.0.1:{self.http_port}"
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
         return gatehouse(*args, "--config", str(self.config), check=check)
