@@ -214,13 +214,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--certificate", help="serve https with this PEM certificate chain")
+    parser.add_argument("--key", help="the certificate's PEM private key")
     args = parser.parse_args()
     if not os.environ.get("SAMPLE_API_KEY"):
         print("sample_api.py: set SAMPLE_API_KEY (the service key clients must send)", file=sys.stderr)
         return 2
     server = ThreadingHTTPServer((args.host, args.port), SampleAPI)
     server.daemon_threads = True
-    print(f"sample API listening on http://{args.host}:{server.server_address[1]}", flush=True)
+    scheme = "http"
+    if args.certificate:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.certificate, args.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    print(f"sample API listening on {scheme}://{args.host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

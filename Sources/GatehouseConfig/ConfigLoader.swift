@@ -121,10 +121,19 @@ public enum ConfigLoader {
                           "dev: true is allowed only when every listener is on loopback; postgres.listen is \(listen)")
         }
         let httpSection = top.section("http")
+        let httpTLS = httpSection?.section("tls")
         let http = GatehouseConfig.HTTP(
             listen: httpSection?.listenAddress("listen"),
+            tlsCertificate: httpTLS?.string("certificate", required: true).map(reader.resolvePath),
+            tlsKey: httpTLS?.string("key", required: true).map(reader.resolvePath),
             maxRecordedBodyBytes: httpSection?.int("max_recorded_body_bytes", in: 0...(4 * 1024 * 1024)) ?? 16 * 1024)
+        httpTLS?.finish()
         httpSection?.finish()
+        if let listen = http.listen, !listen.isLoopback, httpTLS == nil {
+            // Bearer tokens travel in every request's headers.
+            reader.report(line: httpSection?.lineOf("listen") ?? 1,
+                          "http.listen \(listen) is reachable from other machines and needs http.tls (certificate and key)")
+        }
         if dev, let listen = http.listen, !listen.isLoopback {
             reader.report(line: httpSection?.lineOf("listen") ?? top.lineOf("dev"),
                           "dev: true is allowed only when every listener is on loopback; http.listen is \(listen)")

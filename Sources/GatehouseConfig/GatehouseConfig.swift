@@ -19,6 +19,9 @@ public struct GatehouseConfig: Sendable {
     /// The HTTP gateway's listener. Absent `listen` means the gateway does not proxy HTTP.
     public struct HTTP: Sendable {
         public var listen: ListenAddress?
+        /// PEM certificate chain and private key; required unless the listener is on loopback.
+        public var tlsCertificate: String?
+        public var tlsKey: String?
         /// Request and response body bytes kept in the audit trail per exchange.
         public var maxRecordedBodyBytes: Int
     }

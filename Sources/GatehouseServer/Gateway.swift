@@ -137,6 +137,7 @@ public final class Gateway: Sendable {
             let settings = HTTPGatewaySettings(
                 host: listen.host,
                 port: listen.port,
+                tls: try Self.httpServerTLS(config.http),
                 node: config.gateway.node,
                 maxRecordedBodyBytes: config.http.maxRecordedBodyBytes,
                 maxPayloadBytes: config.audit.maxPayloadBytes,
@@ -196,6 +197,19 @@ extension Gateway {
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw GatehouseError("postgres.tls", "cannot load the PostgreSQL listener's TLS certificate or key")
+        }
+    }
+
+    static func httpServerTLS(_ http: GatehouseConfig.HTTP) throws -> TLSConfiguration? {
+        guard let certificate = http.tlsCertificate, let key = http.tlsKey else { return nil }
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            configuration.minimumTLSVersion = .tlsv12
+            return configuration
+        } catch {
+            throw GatehouseError("http.tls", "cannot load the HTTP listener's TLS certificate or key")
         }
     }
 

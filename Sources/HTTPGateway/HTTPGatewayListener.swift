@@ -1,5 +1,6 @@
 import Audit
 import Hummingbird
+import HummingbirdTLS
 import Identity
 import Logging
 import ServiceLifecycle
@@ -30,6 +31,7 @@ public struct HTTPGatewayListener: Service {
             responder: CallbackResponder<HTTPGatewayContext> { request, context in
                 try await proxy.respond(to: request, context: context)
             },
+            server: try settings.tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "gatehouse"),
             onServerRunning: { channel in
                 await onBound(channel.localAddress?.port ?? port)

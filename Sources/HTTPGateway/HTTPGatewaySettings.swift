@@ -60,6 +60,8 @@ public struct HTTPTarget: Sendable {
 public struct HTTPGatewaySettings: Sendable {
     public var host: String
     public var port: Int
+    /// TLS to clients; nil serves plain HTTP (the configuration allows that only on loopback).
+    public var tls: TLSConfiguration?
     public var node: String
     /// Request and response body bytes kept in the audit trail per exchange.
     public var maxRecordedBodyBytes: Int
@@ -67,9 +69,10 @@ public struct HTTPGatewaySettings: Sendable {
     public var maxPayloadBytes: Int
     public var targets: [HTTPTarget]
 
-    public init(host: String, port: Int, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget]) {
+    public init(host: String, port: Int, tls: TLSConfiguration? = nil, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget]) {
         self.host = host
         self.port = port
+        self.tls = tls
         self.node = node
         self.maxRecordedBodyBytes = maxRecordedBodyBytes
         self.maxPayloadBytes = maxPayloadBytes

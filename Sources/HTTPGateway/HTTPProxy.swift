@@ -232,7 +232,7 @@ public final class HTTPProxy: Sendable {
             credentialHeader: credentialHeader,
             clientAddress: exchange.client.address.map(Self.addressWithoutPort),
             clientHost: request.head.authority,
-            clientProtocol: "http")
+            clientProtocol: settings.tls == nil ? "http" : "https")
         for field in fields { upstream.headers.add(name: field.name, value: field.value) }
         let declaredLength = request.headers[.contentLength].flatMap(Int64.init)
         let chunked = request.headers[.transferEncoding] != nil

@@ -350,3 +350,55 @@ def test_sessions_replay_shows_http_sessions(gw):
     assert "http.request: GET /config/db.pool_size" in replay
     assert "intent: read the pool size before tuning" in replay
     assert "→ HTTP 200" in replay and '"db.pool_size"' in replay
+
+
+def test_tls_on_both_sides(gateway_factory, sample_api, workdir):
+    """Clients reach the gateway over https; the gateway verifies an https upstream against the
+    configured CA and refuses one it cannot verify."""
+    from test_postgres_tls import make_certificates
+
+    certs_dir = workdir / "certs"
+    certs_dir.mkdir()
+    certs = make_certificates(certs_dir)
+    port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / "sample_api.py"), "--port", str(port),
+         "--certificate", str(certs["server.pem"]), "--key", str(certs["server.key"])],
+        env={**os.environ, "SAMPLE_API_KEY": API_KEY}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "listening on https" in upstream.stdout.readline()
+        config = http_config(sample_api).replace(
+            "  max_recorded_body_bytes: 4096\n",
+            f"  max_recorded_body_bytes: 4096\n  tls:\n    certificate: {certs['server.pem']}\n    key: {certs['server.key']}\n")
+        config += f"""
+  - name: secure-api
+    type: http
+    upstream: https://localhost:{port}
+    ca_file: {certs['ca.pem']}
+    credential:
+      header: X-Api-Key
+      value: env:SAMPLE_API_KEY
+    allow:
+      groups: [dev]
+  - name: unverifiable-api
+    type: http
+    upstream: https://localhost:{port}
+    ca_file: {certs['other-ca.pem']}
+    allow:
+      groups: [dev]
+"""
+        gw = gateway_factory(config, env={"SAMPLE_API_KEY": API_KEY})
+        https = f"https://localhost:{gw.http_port}"
+        headers = {"Authorization": f"Bearer {token(gw)}"}
+        r = requests.get(https + "/c/secure-api/echo", headers=headers, verify=str(certs["ca.pem"]), timeout=30)
+        assert r.status_code == 200, r.text
+        seen = {k.lower(): v for k, v in r.json()["headers"]}
+        assert seen["x-api-key"] == API_KEY and seen["x-forwarded-proto"] == "https"
+        r = requests.get(https + "/c/unverifiable-api/echo", headers=headers, verify=str(certs["ca.pem"]), timeout=30)
+        assert r.status_code == 502
+        # Plain HTTP to the TLS listener gets nowhere.
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://127.0.0.1:{gw.http_port}/c/secure-api/echo", headers=headers, timeout=10)
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)
