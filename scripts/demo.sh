@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Builds Gatehouse and runs it on the demo configuration (examples/demo.yaml): the built-in
-# development issuer, and a throwaway PostgreSQL with a sample customer schema behind the gateway
-# on 127.0.0.1:15432. Everything listens on loopback only. Runs until Ctrl-C.
+# development issuer, a throwaway PostgreSQL with a sample customer schema behind the gateway on
+# 127.0.0.1:15432, and a sample HTTP API (examples/sample_api.py) behind the gateway on
+# 127.0.0.1:8080. Everything listens on loopback only. Runs until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export GATEHOUSE_ADMIN_PORT="${GATEHOUSE_ADMIN_PORT:-9090}"
 export GATEHOUSE_PG_PORT="${GATEHOUSE_PG_PORT:-15432}"
 export GATEHOUSE_DEMO_DB_PORT="${GATEHOUSE_DEMO_DB_PORT:-15433}"
+export GATEHOUSE_HTTP_PORT="${GATEHOUSE_HTTP_PORT:-8080}"
+export GATEHOUSE_DEMO_API_PORT="${GATEHOUSE_DEMO_API_PORT:-9100}"
 CONFIG=examples/demo.yaml
 STATE=var/demo
 
@@ -31,6 +34,12 @@ export GATEHOUSE_DEMO_DB_PASSWORD="${GATEHOUSE_DEMO_DB_PASSWORD:-$(openssl rand 
 echo "==> starting a throwaway PostgreSQL on 127.0.0.1:$GATEHOUSE_DEMO_DB_PORT"
 pg_start "$STATE/pg" "$GATEHOUSE_DEMO_DB_PORT"
 
+# Likewise the sample API's service key.
+export GATEHOUSE_DEMO_API_KEY="${GATEHOUSE_DEMO_API_KEY:-$(openssl rand -hex 16)}"
+echo "==> starting the sample HTTP API on 127.0.0.1:$GATEHOUSE_DEMO_API_PORT"
+SAMPLE_API_KEY="$GATEHOUSE_DEMO_API_KEY" python3 examples/sample_api.py --port "$GATEHOUSE_DEMO_API_PORT" >/dev/null &
+API_PID=$!
+
 "$BIN" check --config "$CONFIG"
 
 OUT="$(mktemp)"
@@ -39,6 +48,7 @@ PID=$!
 cleanup() {
   kill -TERM "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
+  kill -TERM "$API_PID" 2>/dev/null || true
   pg_stop "$STATE/pg" || true
   rm -f "$OUT"
 }
@@ -62,6 +72,14 @@ Gatehouse is running (Ctrl-C stops it, seals the audit trail and removes the dem
     psql "host=127.0.0.1 port=$GATEHOUSE_PG_PORT dbname=demo user=alice sslmode=require"
   Someone not allowed on this connection is refused:
     PGPASSWORD=\$($BIN dev token --config $CONFIG --subject mallory --groups sales) psql "host=127.0.0.1 port=$GATEHOUSE_PG_PORT dbname=demo user=mallory sslmode=require"
+  The sample HTTP API through the gateway (the gateway adds the API key; alice never sees it):
+    API=http://127.0.0.1:$GATEHOUSE_HTTP_PORT/c/config-api
+    curl -H "Authorization: Bearer \$PGPASSWORD" -H "Gatehouse-Intent: check the pool size" \$API/config
+    curl -X PUT -H "Authorization: Bearer \$PGPASSWORD" --data '20' \$API/config/db.pool_size
+  The agent may not delete config or export customers (403 naming the rule); alice herself may:
+    curl -X DELETE -H "Authorization: Bearer \$PGPASSWORD" \$API/config/banner
+    curl -H "Authorization: Bearer \$PGPASSWORD" \$API/export/customers
+    curl -H "Authorization: Bearer \$($BIN dev token --config $CONFIG --subject alice --groups dev)" \$API/export/customers
   What happened, session by session:
     $BIN sessions list --config $CONFIG
     $BIN sessions replay --config $CONFIG SESSION_ID

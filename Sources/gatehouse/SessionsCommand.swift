@@ -147,7 +147,7 @@ struct SessionsCommand: AsyncParsableCommand {
                 if let bytes = outcome?.bytes { line += ", \(bytes) byte(s)" }
                 if let micros = outcome?.durationMicros { line += ", \(String(format: "%.2f", Double(micros) / 1000)) ms" }
                 if let error = outcome?.error { line += ", \(error)" }
-                if let payload = record.payload, rows > 0, let body = httpBody(payload) {
+                if let payload = record.payload, rows > 0, let body = httpBody(payload)?.trimmingCharacters(in: .whitespacesAndNewlines), !body.isEmpty {
                     line += "\n             " + body.prefix(300).replacingOccurrences(of: "\n", with: "\n             ")
                         + (body.count > 300 || record.payloadTruncated == true ? " …" : "")
                 }
