@@ -213,6 +213,7 @@ public enum ConfigLoader {
             clockSkewSeconds: section?.int("clock_skew_seconds", in: 0...300) ?? 60,
             jwksRefreshSeconds: section?.int("jwks_refresh_seconds", in: 10...86_400) ?? 300,
             jwksMinRefetchSeconds: section?.int("jwks_min_refetch_seconds", in: 1...3600) ?? 30,
+            tokenCacheSeconds: section?.int("token_cache_seconds", in: 0...300) ?? 60,
             issuers: issuers,
             apiKeysPath: statePath(section?.string("api_keys"), "api-keys.sqlite"),
             devKeyPath: statePath(section?.string("dev_key"), "dev-issuer.key")

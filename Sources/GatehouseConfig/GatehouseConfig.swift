@@ -59,6 +59,8 @@ public struct GatehouseConfig: Sendable {
         /// Lower bound between two fetches of one issuer's keys triggered by unknown `kid`s, so a
         /// stream of forged tokens cannot turn the gateway into a load generator against the IdP.
         public var jwksMinRefetchSeconds: Int
+        /// How long a verified JWT is remembered (0: verify every time).
+        public var tokenCacheSeconds: Int
         public var issuers: [Issuer]
         /// SQLite file holding the service-account keys (salted hashes only).
         public var apiKeysPath: String

@@ -33,7 +33,19 @@ public enum SecretReference: Sendable, Equatable, CustomStringConvertible {
     /// Largest secret file read, so a mistaken path (a log, a device) cannot exhaust memory.
     public static let maximumFileBytes = 64 * 1024
 
-    public func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+    /// The secret's value, read now (`env:` from this process's environment, `file:` from disk).
+    public func resolve() throws -> String {
+        if case .environment(let name) = self {
+            // getenv, not ProcessInfo.environment: that copies the whole environment on every call.
+            guard let pointer = getenv(name), let value = String(validatingCString: pointer), !value.isEmpty else {
+                throw GatehouseError("secret.missing", "secret \(self) is not set")
+            }
+            return value
+        }
+        return try resolve(environment: [:])
+    }
+
+    public func resolve(environment: [String: String]) throws -> String {
         switch self {
         case .environment(let name):
             guard let value = environment[name], !value.isEmpty else {

@@ -66,7 +66,9 @@ public final class Gateway: Sendable {
         issuers = issuerSettings.map {
             IssuerKeys(settings: $0, fetcher: fetcher, minimumRefetchInterval: TimeInterval(config.identity.jwksMinRefetchSeconds), logger: logger)
         }
-        verifier = TokenVerifier(issuers: issuers, apiKeys: apiKeys, clockSkew: TimeInterval(config.identity.clockSkewSeconds))
+        verifier = TokenVerifier(
+            issuers: issuers, apiKeys: apiKeys, clockSkew: TimeInterval(config.identity.clockSkewSeconds),
+            cacheSeconds: TimeInterval(config.identity.tokenCacheSeconds))
     }
 
     /// The development issuer lives on the admin listener, so its URL follows from the config.
@@ -250,6 +252,7 @@ extension Gateway {
                     subjects: connection.allow.subjects, agents: connection.allow.agents),
                 requests: HTTPRequestPolicy(connection: connection.name, rules: rules),
                 credential: options?.credential.map(Self.credentialProvider),
+                credentialHeader: options?.credential.flatMap(Self.credentialHeader),
                 tls: try httpTLS(connection),
                 connectTimeout: .seconds(options?.connectTimeoutSeconds ?? 5),
                 readTimeout: .seconds(options?.readTimeoutSeconds ?? 60),
@@ -264,6 +267,14 @@ extension Gateway {
         case .bearer(let token): { .bearer(try token.resolve()) }
         case .basic(let username, let password): { .basic(username: username, password: try password.resolve()) }
         case .query(let name, let value): { .queryParameter(name: name, value: try value.resolve()) }
+        }
+    }
+
+    static func credentialHeader(_ credential: GatehouseConfig.Connection.Credential) -> String? {
+        switch credential {
+        case .header(let name, _): name
+        case .bearer, .basic: "Authorization"
+        case .query: nil
         }
     }
 

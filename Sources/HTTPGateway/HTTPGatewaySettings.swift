@@ -31,6 +31,8 @@ public struct HTTPTarget: Sendable {
     public var requests: HTTPRequestPolicy
     /// Resolved for every request, so a rotated `file:` secret takes effect without a restart.
     public var credential: (@Sendable () throws -> UpstreamCredential)?
+    /// The header the credential travels in, if it is a header: redacted wherever it is recorded.
+    public var credentialHeader: String?
     /// TLS to the upstream (https only); nil means the system's roots with full verification.
     public var tls: TLSConfiguration?
     public var connectTimeout: Duration
@@ -41,7 +43,8 @@ public struct HTTPTarget: Sendable {
 
     public init(
         name: String, baseURL: URL, hosts: [String] = [], access: ConnectionAccess, requests: HTTPRequestPolicy? = nil,
-        credential: (@Sendable () throws -> UpstreamCredential)? = nil, tls: TLSConfiguration? = nil,
+        credential: (@Sendable () throws -> UpstreamCredential)? = nil, credentialHeader: String? = nil,
+        tls: TLSConfiguration? = nil,
         connectTimeout: Duration = .seconds(5), readTimeout: Duration = .seconds(60), totalTimeout: Duration = .seconds(300)
     ) {
         self.name = name
@@ -50,6 +53,7 @@ public struct HTTPTarget: Sendable {
         self.access = access
         self.requests = requests ?? HTTPRequestPolicy(connection: name, rules: [])
         self.credential = credential
+        self.credentialHeader = credentialHeader?.lowercased()
         self.tls = tls
         self.connectTimeout = connectTimeout
         self.readTimeout = readTimeout

@@ -316,17 +316,33 @@ public final class HTTPProxy: Sendable {
     // MARK: Small pieces
 
     public static func bearerToken(_ header: String?) -> String? {
+        // Byte-level on purpose: this runs on every request, and Foundation's trimming and
+        // case-folding cost more than the rest of the routing together.
         guard let header else { return nil }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
-        return token.isEmpty ? nil : token
+        let bytes = header.utf8
+        guard bytes.count > 7 else { return nil }
+        let scheme = bytes.prefix(7).map { $0 | 0x20 }
+        guard scheme == Array("bearer ".utf8) else { return nil }
+        let token = bytes.dropFirst(7).drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        var end = token.endIndex
+        while end > token.startIndex, case let last = bytes[bytes.index(before: end)], last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") {
+            end = bytes.index(before: end)
+        }
+        let trimmed = token[token.startIndex..<end]
+        return trimmed.isEmpty ? nil : String(decoding: trimmed, as: UTF8.self)
     }
 
     /// Requests made with one token form one session (a client label from `Gatehouse-Session`
     /// splits it further). The token itself is never recorded, only a digest of it.
     static func sessionID(token: String, label: String?) -> String {
-        let digest = SHA256.hash(data: Data(token.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        let hex = Array("0123456789abcdef".utf8)
+        var digestBytes: [UInt8] = []
+        digestBytes.reserveCapacity(16)
+        for byte in SHA256.hash(data: Data(token.utf8)).prefix(8) {
+            digestBytes.append(hex[Int(byte >> 4)])
+            digestBytes.append(hex[Int(byte & 0x0f)])
+        }
+        let digest = String(decoding: digestBytes, as: UTF8.self)
         guard let label else { return "http-" + digest }
         let clean = label.unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) || "-_.:".unicodeScalars.contains($0) }
         let kept = String(String.UnicodeScalarView(clean.prefix(64)))
@@ -414,9 +430,7 @@ struct Exchange: Sendable {
     }
 
     func recordedRequestHeaders(_ target: HTTPTarget?) -> [(String, String)] {
-        var extra: Set<String> = []
-        if case .header(let name, _)? = try? target?.credential?() { extra.insert(name.lowercased()) }
-        return HeaderShaping.recorded(requestFields, alsoRedacting: extra)
+        HeaderShaping.recorded(requestFields, alsoRedacting: target?.credentialHeader.map { [$0] } ?? [])
     }
 
     func record(kind: String, decision: Decision, outcome: AuditRecord.Outcome? = nil, payload: (text: String, truncated: Bool)) -> AuditRecord {

@@ -36,7 +36,7 @@ public struct CanonicalPath: Sendable, Equatable {
         var decodedSegments: [String] = []
         let parts = raw.split(separator: "/", omittingEmptySubsequences: true)
         for part in parts {
-            guard let segment = String(part).removingPercentEncoding else { throw .badEncoding }
+            guard let segment = Self.percentDecoded(part) else { throw .badEncoding }
             if segment.contains("/") || segment.contains("\\") || segment.contains("\0") {
                 throw .forbiddenCharacter
             }
@@ -49,14 +49,54 @@ public struct CanonicalPath: Sendable, Equatable {
     }
 
     /// RFC 3986 `pchar`: unreserved, sub-delims, ':' and '@' stay; everything else is encoded.
-    private static let segmentCharacters: CharacterSet = {
-        var set = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
-        set.insert(charactersIn: "!$&'()*+,;=:@")
-        return set
+    private static let segmentBytes: [Bool] = {
+        var allowed = [Bool](repeating: false, count: 256)
+        for byte in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@".utf8 {
+            allowed[Int(byte)] = true
+        }
+        return allowed
     }()
 
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
+
     static func encode(_ segment: String) -> String {
-        segment.addingPercentEncoding(withAllowedCharacters: segmentCharacters) ?? segment
+        var out: [UInt8] = []
+        out.reserveCapacity(segment.utf8.count)
+        for byte in segment.utf8 {
+            if segmentBytes[Int(byte)] {
+                out.append(byte)
+            } else {
+                out.append(UInt8(ascii: "%"))
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0x0F)])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `%XX` decoded; nil for a bad escape or bytes that are not UTF-8.
+    static func percentDecoded(_ part: Substring) -> String? {
+        var out: [UInt8] = []
+        out.reserveCapacity(part.utf8.count)
+        var bytes = part.utf8.makeIterator()
+        while let byte = bytes.next() {
+            guard byte == UInt8(ascii: "%") else {
+                out.append(byte)
+                continue
+            }
+            guard let high = bytes.next().flatMap(hexValue), let low = bytes.next().flatMap(hexValue) else { return nil }
+            out.append(high << 4 | low)
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }
 

@@ -11,17 +11,24 @@ public struct TokenVerifier: Sendable {
     /// Tolerance for clocks that disagree, applied to `exp`, `nbf` and `iat`.
     public let clockSkew: TimeInterval
     let now: @Sendable () -> Date
+    private let verified: VerifiedTokenCache?
 
+    /// - Parameter cacheSeconds: how long a verified JWT is remembered, so a client sending the same
+    ///   token on every request pays for its signature once (never past the token's own `exp`).
+    ///   A key the issuer withdraws stops being trusted for tokens seen before within this time.
+    ///   0 turns the cache off. API keys are never cached: revoking one applies to the next request.
     public init(
         issuers: [IssuerKeys],
         apiKeys: APIKeyStore?,
         clockSkew: TimeInterval = 60,
+        cacheSeconds: TimeInterval = 60,
         now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.issuers = issuers
         self.apiKeys = apiKeys
         self.clockSkew = clockSkew
         self.now = now
+        self.verified = cacheSeconds > 0 ? VerifiedTokenCache(lifetime: cacheSeconds) : nil
     }
 
     /// Signing algorithms accepted at all. Symmetric algorithms are excluded: the gateway holds
@@ -53,10 +60,18 @@ public struct TokenVerifier: Sendable {
             principal.client = client
             return principal
         }
-        return try await verifyJWT(credential, client: client)
+        let now = now().timeIntervalSince1970
+        if var principal = verified?.principal(for: credential, now: now) {
+            principal.client = client
+            return principal
+        }
+        let (principal, expires) = try await verifyJWT(credential, client: client)
+        verified?.remember(credential, principal: principal, until: expires, now: now)
+        return principal
     }
 
-    private func verifyJWT(_ token: String, client: ClientInfo) async throws(TokenRejection) -> Principal {
+    /// The Principal and the token's `exp`.
+    private func verifyJWT(_ token: String, client: ClientInfo) async throws(TokenRejection) -> (Principal, Double) {
         let jwt = try CompactJWT(token)
         let alg = jwt.header.alg
         if alg.lowercased() == "none" {
@@ -85,7 +100,7 @@ public struct TokenVerifier: Sendable {
                 throw TokenRejection(.badSignature, "signature does not verify with issuer \(settings.name)'s key")
             }
         }
-        try checkTime(jwt.claims)
+        let expires = try checkTime(jwt.claims)
         let audiences = jwt.claims["aud"]?.stringList ?? []
         guard audiences.contains(where: settings.audiences.contains) else {
             throw TokenRejection(.wrongAudience, "audience \(Self.printable(audiences.joined(separator: ","))) is not one of this gateway's")
@@ -93,7 +108,7 @@ public struct TokenVerifier: Sendable {
         guard let subject = jwt.claims["sub"]?.string, !subject.isEmpty else {
             throw TokenRejection(.malformed, "token has no sub claim")
         }
-        return Principal(
+        let principal = Principal(
             subject: subject,
             email: jwt.claims[settings.emailClaim]?.string,
             groups: jwt.claims[settings.groupsClaim]?.stringList ?? [],
@@ -102,9 +117,11 @@ public struct TokenVerifier: Sendable {
             actors: actors(jwt.claims, settings: settings),
             client: client
         )
+        return (principal, expires)
     }
 
-    private func checkTime(_ claims: [String: JSONValue]) throws(TokenRejection) {
+    /// Checks exp, nbf and iat; returns exp.
+    private func checkTime(_ claims: [String: JSONValue]) throws(TokenRejection) -> Double {
         let now = now().timeIntervalSince1970
         guard let exp = try Self.timestamp(claims, "exp") else {
             throw TokenRejection(.malformed, "token has no exp claim")
@@ -118,6 +135,7 @@ public struct TokenVerifier: Sendable {
         if let iat = try Self.timestamp(claims, "iat"), now + clockSkew < iat {
             throw TokenRejection(.notYetValid, "token was issued \(Self.seconds(iat - now)) s in the future")
         }
+        return exp
     }
 
     /// A NumericDate claim: absent is nil; anything but a finite number in a sane range is malformed.
@@ -161,3 +179,41 @@ public struct TokenVerifier: Sendable {
     }
 }
 
+
+/// Verified JWTs, remembered for a short time. Bounded: when full, expired entries go first, then
+/// everything (a flood of distinct valid tokens only costs their verification again).
+final class VerifiedTokenCache: @unchecked Sendable {
+    static let capacity = 10_000
+
+    private let lifetime: TimeInterval
+    private let lock = NSLock()
+    private var entries: [String: (principal: Principal, until: Double)] = [:]
+
+    init(lifetime: TimeInterval) {
+        self.lifetime = lifetime
+    }
+
+    func principal(for token: String, now: Double) -> Principal? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let entry = entries[token] else { return nil }
+        guard now < entry.until else {
+            entries[token] = nil
+            return nil
+        }
+        return entry.principal
+    }
+
+    /// `expires` is the token's `exp`: an entry never outlives the token.
+    func remember(_ token: String, principal: Principal, until expires: Double, now: Double) {
+        lock.lock()
+        defer { lock.unlock() }
+        if entries.count >= Self.capacity {
+            entries = entries.filter { now < $0.value.until }
+            if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
+        }
+        var stored = principal
+        stored.client = ClientInfo()
+        entries[token] = (stored, min(now + lifetime, expires))
+    }
+}

@@ -137,12 +137,13 @@ struct ConfigLoaderTests {
     @Test func relativeSecretFilesAreRelativeToTheConfigFile() throws {
         let config = try load("""
             connections:
-              - name: api
-                type: http
-                upstream: https://api.internal/
-                password: file:secrets/api-token
+              - name: db
+                type: postgres
+                upstream: postgres://db.internal/app
+                username: gatehouse
+                password: file:secrets/db-password
             """)
-        #expect(config.connections.first?.password == .file("/etc/gatehouse/secrets/api-token"))
+        #expect(config.connections.first?.password == .file("/etc/gatehouse/secrets/db-password"))
     }
 
     @Test func aLiteralSecretIsRefusedWithoutEchoingIt() {

@@ -80,6 +80,15 @@ struct ProxyShapingTests {
         #expect(HTTPProxy.sessionID(token: "token-one", label: "run 7/x") == one + "-run7x")
     }
 
+    @Test func bearerTokensAreTakenFromTheAuthorizationHeaderOnly() {
+        #expect(HTTPProxy.bearerToken("Bearer abc.def") == "abc.def")
+        #expect(HTTPProxy.bearerToken("bEaReR   abc  ") == "abc")
+        #expect(HTTPProxy.bearerToken("Basic YWxhZGRpbjpvcGVuc2VzYW1l") == nil)
+        #expect(HTTPProxy.bearerToken("Bearer ") == nil)
+        #expect(HTTPProxy.bearerToken("Bearerabc") == nil)
+        #expect(HTTPProxy.bearerToken(nil) == nil)
+    }
+
     @Test func payloadStaysValidJSONWhenCut() throws {
         let payload = HTTPProxy.payload(
             headers: [("accept", "*/*")], body: String(repeating: "é", count: 5000), truncated: false, maxBytes: 1000)

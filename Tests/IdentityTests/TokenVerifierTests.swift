@@ -223,6 +223,23 @@ struct TokenVerifierTests {
         #expect(rejection(await idp.verifier().verify(try await idp.sign(claims), client: client)) == .expired)
     }
 
+    @Test func aVerifiedTokenIsRememberedOnlyUntilTheCacheLifetimeAndItsExpiry() async throws {
+        let idp = try await TestIssuer()
+        let clock = TestClock(Date())
+        let verifier = TokenVerifier(
+            issuers: [idp.keySet()], apiKeys: nil, clockSkew: 0, cacheSeconds: 60, now: { clock.now })
+        var claims = TestIssuer.Claims()
+        claims.exp = Int(clock.now.timeIntervalSince1970) + 30
+        let token = try await idp.sign(claims)
+        let first = try await verifier.verify(token, client: client).get()
+        let other = ClientInfo(address: "127.0.0.2:1", application: "curl")
+        let again = try await verifier.verify(token, client: other).get()
+        #expect(again.subject == first.subject && again.groups == first.groups)
+        #expect(again.client == other, "the cached principal takes this request's client")
+        clock.advance(by: 31)
+        #expect(rejection(await verifier.verify(token, client: client)) == .expired, "a remembered token still expires")
+    }
+
     @Test func aTokenNotYetValidIsRejected() async throws {
         let idp = try await TestIssuer()
         var claims = TestIssuer.Claims()
@@ -375,5 +392,24 @@ struct TokenVerifierTests {
         let keys = idp.keySet()
         await #expect(throws: GatehouseError.self) { try await keys.refresh() }
         #expect(await keys.isReady == false)
+    }
+}
+
+final class TestClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: Date
+
+    init(_ start: Date) { current = start }
+
+    var now: Date {
+        lock.lock()
+        defer { lock.unlock() }
+        return current
+    }
+
+    func advance(by seconds: TimeInterval) {
+        lock.lock()
+        current += seconds
+        lock.unlock()
     }
 }
