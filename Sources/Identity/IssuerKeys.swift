@@ -21,6 +21,8 @@ public actor IssuerKeys {
     struct PinnedKey: Sendable {
         var algorithm: JWK.Algorithm
         var verifier: any JWTAlgorithm
+        /// The key as published, to tell a key from a different one reusing its kid.
+        var material: Data
     }
 
     private var keys: [String: PinnedKey] = [:]
@@ -85,6 +87,13 @@ public actor IssuerKeys {
             if let found = lookup(kid) { return found }
         }
         return keys.isEmpty ? .noKeys : .unknown
+    }
+
+    /// Whether this exact key is still published (no refetch): a token verified with it earlier may
+    /// be trusted again without checking its signature.
+    func stillPublishes(_ kid: String?, material: Data) -> Bool {
+        if case .found(let key)? = lookup(kid) { return key.material == material }
+        return false
     }
 
     private func lookup(_ kid: String?) -> Lookup? {
@@ -164,7 +173,9 @@ public actor IssuerKeys {
             do {
                 let single = JWTKeyCollection()
                 try await single.add(jwk: jwk)
-                fresh[kid] = PinnedKey(algorithm: algorithm, verifier: try await single.getKey(for: JWKIdentifier(string: kid), alg: algorithm.rawValue))
+                fresh[kid] = PinnedKey(
+                    algorithm: algorithm, verifier: try await single.getKey(for: JWKIdentifier(string: kid), alg: algorithm.rawValue),
+                    material: encoded)
             } catch {
                 logger.debug("skipping key jwt-kit refused", metadata: ["issuer": "\(settings.name)", "kid": "\(kid)"])
             }

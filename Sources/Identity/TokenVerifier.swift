@@ -15,7 +15,7 @@ public struct TokenVerifier: Sendable {
 
     /// - Parameter cacheSeconds: how long a verified JWT is remembered, so a client sending the same
     ///   token on every request pays for its signature once (never past the token's own `exp`).
-    ///   A key the issuer withdraws stops being trusted for tokens seen before within this time.
+    ///   A remembered token is trusted only while the exact key that verified it is still published.
     ///   0 turns the cache off. API keys are never cached: revoking one applies to the next request.
     public init(
         issuers: [IssuerKeys],
@@ -61,17 +61,31 @@ public struct TokenVerifier: Sendable {
             return principal
         }
         let now = now().timeIntervalSince1970
-        if var principal = verified?.principal(for: credential, now: now) {
-            principal.client = client
-            return principal
+        if let entry = verified?.entry(for: credential, now: now) {
+            // The signature was checked before; the key that checked it must still be published.
+            if await entry.keys.stillPublishes(entry.kid, material: entry.material) {
+                var principal = entry.principal
+                principal.client = client
+                return principal
+            }
+            verified?.forget(credential)
         }
-        let (principal, expires) = try await verifyJWT(credential, client: client)
-        verified?.remember(credential, principal: principal, until: expires, now: now)
-        return principal
+        let checked = try await verifyJWT(credential, client: client)
+        verified?.remember(credential, checked, now: now)
+        return checked.principal
     }
 
-    /// The Principal and the token's `exp`.
-    private func verifyJWT(_ token: String, client: ClientInfo) async throws(TokenRejection) -> (Principal, Double) {
+    /// What one full check of a JWT established.
+    struct CheckedToken {
+        var principal: Principal
+        /// The token's `exp`.
+        var expires: Double
+        var keys: IssuerKeys
+        var kid: String?
+        var material: Data
+    }
+
+    private func verifyJWT(_ token: String, client: ClientInfo) async throws(TokenRejection) -> CheckedToken {
         let jwt = try CompactJWT(token)
         let alg = jwt.header.alg
         if alg.lowercased() == "none" {
@@ -87,6 +101,7 @@ public struct TokenVerifier: Sendable {
             throw TokenRejection(.wrongIssuer, "issuer \(Self.printable(iss)) is not trusted")
         }
         let settings = keys.settings
+        let material: Data
         switch await keys.key(for: jwt.header.kid) {
         case .noKeys:
             throw TokenRejection(.keysUnavailable, "no usable keys for issuer \(settings.name)")
@@ -99,6 +114,7 @@ public struct TokenVerifier: Sendable {
             guard (try? key.verifier.verify(jwt.signature, signs: jwt.signingInput)) == true else {
                 throw TokenRejection(.badSignature, "signature does not verify with issuer \(settings.name)'s key")
             }
+            material = key.material
         }
         let expires = try checkTime(jwt.claims)
         let audiences = jwt.claims["aud"]?.stringList ?? []
@@ -117,7 +133,7 @@ public struct TokenVerifier: Sendable {
             actors: actors(jwt.claims, settings: settings),
             client: client
         )
-        return (principal, expires)
+        return CheckedToken(principal: principal, expires: expires, keys: keys, kid: jwt.header.kid, material: material)
     }
 
     /// Checks exp, nbf and iat; returns exp.
@@ -185,15 +201,23 @@ public struct TokenVerifier: Sendable {
 final class VerifiedTokenCache: @unchecked Sendable {
     static let capacity = 10_000
 
+    struct Entry {
+        var principal: Principal
+        var until: Double
+        var keys: IssuerKeys
+        var kid: String?
+        var material: Data
+    }
+
     private let lifetime: TimeInterval
     private let lock = NSLock()
-    private var entries: [String: (principal: Principal, until: Double)] = [:]
+    private var entries: [String: Entry] = [:]
 
     init(lifetime: TimeInterval) {
         self.lifetime = lifetime
     }
 
-    func principal(for token: String, now: Double) -> Principal? {
+    func entry(for token: String, now: Double) -> Entry? {
         lock.lock()
         defer { lock.unlock() }
         guard let entry = entries[token] else { return nil }
@@ -201,19 +225,27 @@ final class VerifiedTokenCache: @unchecked Sendable {
             entries[token] = nil
             return nil
         }
-        return entry.principal
+        return entry
     }
 
-    /// `expires` is the token's `exp`: an entry never outlives the token.
-    func remember(_ token: String, principal: Principal, until expires: Double, now: Double) {
+    func forget(_ token: String) {
+        lock.lock()
+        entries[token] = nil
+        lock.unlock()
+    }
+
+    /// An entry never outlives the token's `exp`.
+    func remember(_ token: String, _ checked: TokenVerifier.CheckedToken, now: Double) {
         lock.lock()
         defer { lock.unlock() }
         if entries.count >= Self.capacity {
             entries = entries.filter { now < $0.value.until }
             if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
         }
-        var stored = principal
-        stored.client = ClientInfo()
-        entries[token] = (stored, min(now + lifetime, expires))
+        var principal = checked.principal
+        principal.client = ClientInfo()
+        entries[token] = Entry(
+            principal: principal, until: min(now + lifetime, checked.expires), keys: checked.keys, kid: checked.kid,
+            material: checked.material)
     }
 }

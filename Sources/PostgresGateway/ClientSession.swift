@@ -52,6 +52,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// client is not read from until the queue drains.
     private var pending: [PostgresFrame] = []
     private var waitingForAudit = false
+    /// `application_name = 'intent: ...'`: the intent of every statement that states none itself.
+    /// Follows `SET application_name` through the server's ParameterStatus reports.
+    private var applicationIntent: String?
     /// Back-pressure: a slow reader on either side stops reading from the other, so a large result
     /// or COPY streams through with bounded memory instead of piling up in the gateway.
     private var upstreamWritable = true
@@ -206,6 +209,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 return fatal(sqlState: "08P01", message: "startup parameter \(refused.name) is not allowed through the gateway; use SET after connecting")
             }
             client.application = message["application_name"].map { $0.truncated(toUTF8Bytes: 256).text }
+            applicationIntent = message["application_name"].flatMap(Self.intent(inApplicationName:))
             var buffer = context.channel.allocator.buffer(capacity: 64)
             // Newer clients may ask for protocol 3.x or `_pq_.` extensions; the gateway speaks 3.0
             // and says so, rather than failing the connection.
@@ -250,6 +254,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         let client = self.client
         let database = startup["database"] ?? startup["user"] ?? ""
         let sessionID = self.sessionID
+        let applicationIntent = self.applicationIntent
         context.eventLoop.makeFutureWithTask { () -> Result<(Principal, UpstreamTarget, Decision), SessionRefusal> in
             let verified = await environment.verifier.verify(token, client: client)
             let refusal: SessionRefusal
@@ -272,7 +277,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 do {
                     let settings = Self.upstreamParameters(startup.parameters).map { "\($0.name)=\($0.value)" }.joined(separator: " ")
                     _ = try await environment.auditLog.append(Self.connectRecord(
-                        environment, sessionID, principal, client, target.name, decision, settings: settings))
+                        environment, sessionID, principal, client, target.name, decision, settings: settings, intent: applicationIntent))
                 } catch {
                     return .failure(SessionRefusal.auditUnavailable)
                 }
@@ -563,7 +568,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         nextStatementID += 1
         track(id)
         let record = sessionRecord(
-            .init(kind: kind, text: Self.describe(sql: sql, parameters: parameters), intent: Self.intent(in: sql)))
+            .init(kind: kind, text: Self.describe(sql: sql, parameters: parameters), intent: Self.intent(in: sql) ?? applicationIntent))
         let auditLog = environment.auditLog
         waitingForAudit = true
         if auditLog.appendsAreQuick {
@@ -665,6 +670,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         switch frame.type {
         case UInt8(ascii: "D") where !tracker.wantsRowValues:
             tracker.countRow()
+            return
+        case UInt8(ascii: "S"):
+            if case .parameterStatus(let name, let value)? = try? BackendMessage.parse(frame), name == "application_name" {
+                applicationIntent = Self.intent(inApplicationName: value)
+            }
             return
         case UInt8(ascii: "T"), UInt8(ascii: "D"), UInt8(ascii: "C"), UInt8(ascii: "E"), UInt8(ascii: "Z"),
              UInt8(ascii: "I"), UInt8(ascii: "s"), UInt8(ascii: "G"):
@@ -785,12 +795,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     private static func connectRecord(
         _ environment: SessionEnvironment, _ session: String, _ principal: Principal?, _ client: ClientInfo,
-        _ connection: String?, _ decision: Decision, outcome: AuditRecord.Outcome? = nil, settings: String? = nil
+        _ connection: String?, _ decision: Decision, outcome: AuditRecord.Outcome? = nil, settings: String? = nil,
+        intent: String? = nil
     ) -> AuditRecord {
         let text = "connect to \(connection ?? "(none)")" + (settings.map { " with \($0)" } ?? "")
         return AuditRecord(
             node: environment.settings.node, session: session, principal: principal, client: client,
-            connection: connection, operation: .init(kind: "pg.connect", text: text.truncated(toUTF8Bytes: 4096).text),
+            connection: connection, operation: .init(kind: "pg.connect", text: text.truncated(toUTF8Bytes: 4096).text, intent: intent),
             decision: decision, outcome: outcome)
     }
 
@@ -813,6 +824,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         let comment = body[..<end.lowerBound].trimmingCharacters(in: .whitespaces)
         guard comment.lowercased().hasPrefix("intent:") else { return nil }
         return String(comment.dropFirst("intent:".count).trimmingCharacters(in: .whitespaces).prefix(1024))
+    }
+
+    /// `application_name` of the form `intent: ...`.
+    static func intent(inApplicationName name: String) -> String? {
+        let trimmed = name.trimmingCharacters(in: .whitespaces)
+        guard trimmed.lowercased().hasPrefix("intent:") else { return nil }
+        let intent = trimmed.dropFirst("intent:".count).trimmingCharacters(in: .whitespaces)
+        return intent.isEmpty ? nil : String(intent.prefix(1024))
     }
 
     /// The recorded result: `{"columns":[...],"rows":[[...]]}`, cut at the payload cap.

@@ -200,6 +200,23 @@ struct TokenVerifierTests {
         #expect(rejection(await verifier.verify(try await idp.sign(kid: "rsa-1"), client: client)) == .unknownKeyID)
     }
 
+    @Test func aRememberedTokenStopsWorkingOnceItsKeyIsWithdrawn() async throws {
+        let idp = try await TestIssuer()
+        let verifier = idp.verifier(minimumRefetchInterval: 0)
+        let token = try await idp.sign()
+        _ = try await verifier.verify(token, client: client).get()
+        _ = try await verifier.verify(token, client: client).get()
+
+        let newKey = ES256PrivateKey()
+        await idp.keys.add(ecdsa: newKey, kid: "ec-2")
+        let parameters = try #require(newKey.publicKey.parameters)
+        idp.publish([["kty": "EC", "crv": "P-256", "kid": "ec-2", "x": parameters.x, "y": parameters.y]])
+        try await verifier.issuers[0].refresh()
+
+        #expect(rejection(await verifier.verify(token, client: client)) == .unknownKeyID,
+                "the cache never outlives the key that verified the token")
+    }
+
     @Test func aWrongIssuerIsRejected() async throws {
         let idp = try await TestIssuer()
         var claims = TestIssuer.Claims()

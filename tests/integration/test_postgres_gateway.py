@@ -63,6 +63,33 @@ def psql(gw, sql: str, dbname="app-scram", password: str | None = None, extra: l
     )
 
 
+def test_application_name_states_the_intent_of_a_session(gw):
+    """`application_name=intent: ...` (at connect, or later with SET) is recorded as the intent of
+    every statement that states none of its own in a leading comment."""
+    env = {**os.environ, "PGPASSWORD": token(gw), "PGAPPNAME": "intent: tidy up stale sessions"}
+    script = (
+        "SELECT 1;\n"
+        "/* intent: look at one row */ SELECT 2;\n"
+        "SET application_name = 'intent: second task';\n"
+        "SELECT 3;\n"
+        "SET application_name = 'psql';\n"
+        "SELECT 4;\n"
+    )
+    result = subprocess.run(
+        ["psql", f"host=127.0.0.1 port={gw.pg_port} dbname=app-scram user=alice sslmode=disable", "-X", "-At",
+         "-v", "ON_ERROR_STOP=1"],
+        input=script, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    records = [e["record"] for e in gw.events()]
+    assert records[0]["operation"]["kind"] == "pg.connect"
+    assert records[0]["operation"]["intent"] == "tidy up stale sessions"
+    intents = {r["operation"]["text"]: r["operation"].get("intent") for r in records if r["operation"]["kind"] == "sql.query"}
+    assert intents["SELECT 1;"] == "tidy up stale sessions"
+    assert intents["/* intent: look at one row */ SELECT 2;"] == "look at one row"
+    assert intents["SELECT 3;"] == "second task"
+    assert intents["SELECT 4;"] is None
+
+
 @pytest.mark.parametrize("method", ["scram", "md5", "plain"])
 def test_psql_with_a_token_reaches_the_database_over_every_upstream_login_method(gw, pg, method):
     result = psql(gw, "SELECT count(*) FROM customers", dbname=f"app-{method}")
