@@ -126,7 +126,8 @@ public enum ConfigLoader {
             listen: httpSection?.listenAddress("listen"),
             tlsCertificate: httpTLS?.string("certificate", required: true).map(reader.resolvePath),
             tlsKey: httpTLS?.string("key", required: true).map(reader.resolvePath),
-            maxRecordedBodyBytes: httpSection?.int("max_recorded_body_bytes", in: 0...(4 * 1024 * 1024)) ?? 16 * 1024)
+            maxRecordedBodyBytes: httpSection?.int("max_recorded_body_bytes", in: 0...(4 * 1024 * 1024)) ?? 16 * 1024,
+            idleTimeoutSeconds: httpSection?.int("idle_timeout_seconds", in: 1...3600) ?? 60)
         httpTLS?.finish()
         httpSection?.finish()
         if let listen = http.listen, !listen.isLoopback, httpTLS == nil {
@@ -262,6 +263,7 @@ public enum ConfigLoader {
     private static func buildConnections(_ top: ConfigSection, reader: ConfigReader) -> [GatehouseConfig.Connection] {
         var connections: [GatehouseConfig.Connection] = []
         var seen: [String: Int] = [:]
+        var seenHosts: [String: Int] = [:]
         for (path, node) in top.sequence("connections") ?? [] {
             guard let entry = ConfigSection(node, path: path, reader: reader) else { continue }
             let name = entry.string("name", required: true)
@@ -307,6 +309,13 @@ public enum ConfigLoader {
                 }
             }
             entry.finish()
+            for host in http?.hosts ?? [] {
+                if let first = seenHosts[host] {
+                    reader.report(line: entry.lineOf("hosts"), "host '\(host)' already routes to the connection on line \(first)")
+                } else {
+                    seenHosts[host] = entry.lineOf("hosts")
+                }
+            }
             if let name {
                 if let first = seen[name] {
                     reader.report(line: entry.lineOf("name"), "connection name '\(name)' is already used on line \(first)")
@@ -374,6 +383,10 @@ public enum ConfigLoader {
                 reader.report(line: rule.lineOf("methods"), "\(rulePath).methods: '\(method)' is not an HTTP method")
             }
             let paths = rule.strings("paths") ?? ["/**"]
+            if paths.isEmpty {
+                // An empty list would match nothing: a deny rule that silently never applies.
+                reader.report(line: rule.lineOf("paths"), "\(rulePath).paths must not be empty (leave it out to cover every path)")
+            }
             for pattern in paths where !pattern.hasPrefix("/") {
                 reader.report(line: rule.lineOf("paths"), "\(rulePath).paths: '\(pattern)' must start with '/'")
             }
@@ -388,9 +401,17 @@ public enum ConfigLoader {
                 line: rule.line))
             rule.finish()
         }
+        let hosts = (entry.strings("hosts") ?? []).map { $0.lowercased() }
+        for host in hosts where host.contains(":") || host.contains("/") || host.isEmpty {
+            reader.report(line: entry.lineOf("hosts"), "\(path).hosts: '\(host)' must be a bare host name (no port, scheme or path)")
+        }
+        if let section = entry.section("credential"), let name = section.has("header") ? section.string("header") : nil,
+           !name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }) {
+            reader.report(line: section.lineOf("header"), "\(path).credential.header '\(name)' is not a valid header name")
+        }
         return .init(
             credential: credential,
-            hosts: (entry.strings("hosts") ?? []).map { $0.lowercased() },
+            hosts: hosts,
             connectTimeoutSeconds: connect,
             readTimeoutSeconds: read,
             totalTimeoutSeconds: max(total, 1),

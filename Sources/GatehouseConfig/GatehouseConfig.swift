@@ -24,6 +24,8 @@ public struct GatehouseConfig: Sendable {
         public var tlsKey: String?
         /// Request and response body bytes kept in the audit trail per exchange.
         public var maxRecordedBodyBytes: Int
+        /// A client connection with no traffic for this long is closed.
+        public var idleTimeoutSeconds: Int
     }
 
     /// The PostgreSQL listener. Absent `listen` means the gateway does not speak PostgreSQL.

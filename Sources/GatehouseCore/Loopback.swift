@@ -32,3 +32,25 @@ extension Duration {
         components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
     }
 }
+
+/// Runs `operation`, or throws `GatehouseError(code, "<what> took longer than <deadline>")` once
+/// `deadline` has passed (the operation is cancelled).
+public func withDeadline<T: Sendable>(
+    _ deadline: Duration,
+    code: String,
+    what: String,
+    _ operation: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: deadline)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw GatehouseError(code, "\(what) took longer than \(deadline)")
+        }
+        return value
+    }
+}

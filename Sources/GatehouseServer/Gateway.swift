@@ -139,6 +139,7 @@ public final class Gateway: Sendable {
             let settings = HTTPGatewaySettings(
                 host: listen.host,
                 port: listen.port,
+                idleTimeout: .seconds(config.http.idleTimeoutSeconds),
                 tls: try Self.httpServerTLS(config.http),
                 node: config.gateway.node,
                 maxRecordedBodyBytes: config.http.maxRecordedBodyBytes,
@@ -253,6 +254,7 @@ extension Gateway {
                 requests: HTTPRequestPolicy(connection: connection.name, rules: rules),
                 credential: options?.credential.map(Self.credentialProvider),
                 credentialHeader: options?.credential.flatMap(Self.credentialHeader),
+                credentialQueryParameter: options?.credential.flatMap(Self.credentialQueryParameter),
                 tls: try httpTLS(connection),
                 connectTimeout: .seconds(options?.connectTimeoutSeconds ?? 5),
                 readTimeout: .seconds(options?.readTimeoutSeconds ?? 60),
@@ -276,6 +278,11 @@ extension Gateway {
         case .bearer, .basic: "Authorization"
         case .query: nil
         }
+    }
+
+    static func credentialQueryParameter(_ credential: GatehouseConfig.Connection.Credential) -> String? {
+        if case .query(let name, _) = credential { return name }
+        return nil
     }
 
     static func httpTLS(_ connection: GatehouseConfig.Connection) throws -> TLSConfiguration? {

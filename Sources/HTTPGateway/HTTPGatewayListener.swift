@@ -1,5 +1,7 @@
 import Audit
+import GatehouseCore
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTLS
 import Identity
 import Logging
@@ -23,6 +25,13 @@ public struct HTTPGatewayListener: Service {
         self.onBound = onBound
     }
 
+    /// HTTP/1.1, over TLS when configured; idle connections are closed so they cannot pile up.
+    static func server(_ settings: HTTPGatewaySettings) throws -> HTTPServerBuilder {
+        let http = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .nanoseconds(settings.idleTimeout.inNanoseconds)))
+        guard let tls = settings.tls else { return http }
+        return try .tls(http, tlsConfiguration: tls)
+    }
+
     public func run() async throws {
         let proxy = self.proxy
         let onBound = self.onBound
@@ -31,7 +40,7 @@ public struct HTTPGatewayListener: Service {
             responder: CallbackResponder<HTTPGatewayContext> { request, context in
                 try await proxy.respond(to: request, context: context)
             },
-            server: try settings.tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
+            server: try Self.server(settings),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "gatehouse"),
             onServerRunning: { channel in
                 await onBound(channel.localAddress?.port ?? port)

@@ -33,17 +33,21 @@ public struct HTTPTarget: Sendable {
     public var credential: (@Sendable () throws -> UpstreamCredential)?
     /// The header the credential travels in, if it is a header: redacted wherever it is recorded.
     public var credentialHeader: String?
+    /// The query parameter the credential travels in, if it is one: redacted wherever it is recorded.
+    public var credentialQueryParameter: String?
     /// TLS to the upstream (https only); nil means the system's roots with full verification.
     public var tls: TLSConfiguration?
     public var connectTimeout: Duration
     /// Longest silence while waiting for or reading the response.
     public var readTimeout: Duration
-    /// Longest a whole exchange may take, body streaming included.
+    /// Longest the upstream may take to answer with its response head (body streaming is bounded
+    /// by `readTimeout` between chunks instead, so server-sent events can run for hours).
     public var totalTimeout: Duration
 
     public init(
         name: String, baseURL: URL, hosts: [String] = [], access: ConnectionAccess, requests: HTTPRequestPolicy? = nil,
         credential: (@Sendable () throws -> UpstreamCredential)? = nil, credentialHeader: String? = nil,
+        credentialQueryParameter: String? = nil,
         tls: TLSConfiguration? = nil,
         connectTimeout: Duration = .seconds(5), readTimeout: Duration = .seconds(60), totalTimeout: Duration = .seconds(300)
     ) {
@@ -54,6 +58,7 @@ public struct HTTPTarget: Sendable {
         self.requests = requests ?? HTTPRequestPolicy(connection: name, rules: [])
         self.credential = credential
         self.credentialHeader = credentialHeader?.lowercased()
+        self.credentialQueryParameter = credentialQueryParameter
         self.tls = tls
         self.connectTimeout = connectTimeout
         self.readTimeout = readTimeout
@@ -64,6 +69,8 @@ public struct HTTPTarget: Sendable {
 public struct HTTPGatewaySettings: Sendable {
     public var host: String
     public var port: Int
+    /// A client connection with no traffic for this long is closed.
+    public var idleTimeout: Duration
     /// TLS to clients; nil serves plain HTTP (the configuration allows that only on loopback).
     public var tls: TLSConfiguration?
     public var node: String
@@ -73,9 +80,10 @@ public struct HTTPGatewaySettings: Sendable {
     public var maxPayloadBytes: Int
     public var targets: [HTTPTarget]
 
-    public init(host: String, port: Int, tls: TLSConfiguration? = nil, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget]) {
+    public init(host: String, port: Int, idleTimeout: Duration = .seconds(60), tls: TLSConfiguration? = nil, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget]) {
         self.host = host
         self.port = port
+        self.idleTimeout = idleTimeout
         self.tls = tls
         self.node = node
         self.maxRecordedBodyBytes = maxRecordedBodyBytes

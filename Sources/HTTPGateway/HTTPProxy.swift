@@ -99,10 +99,18 @@ public final class HTTPProxy: Sendable {
 
         guard let (target, rawPath) = route(request) else {
             return try await refuse(&exchange, .notFound, "no such connection",
-                                    decision: .deny(rule: "route", reason: "no connection for \(exchange.target)"),
+                                    decision: .deny(rule: "route", reason: "no connection for \(exchange.text)"),
                                     errorCode: "unknown-connection")
         }
         exchange.connection = target.name
+        exchange.redactedQueryNames = target.credentialQueryParameter.map { QueryShaping.sensitiveNames.union([$0.lowercased()]) }
+            ?? QueryShaping.sensitiveNames
+        // TRACE echoes the request, injected credential included; CONNECT opens a tunnel past every check.
+        guard request.method != .trace, request.method != .connect else {
+            return try await refuse(&exchange, .methodNotAllowed, "\(request.method.rawValue) is not forwarded",
+                                    decision: .deny(rule: "method", reason: "\(request.method.rawValue) is never forwarded"),
+                                    errorCode: "method-not-forwarded")
+        }
         let path: CanonicalPath
         do {
             path = try CanonicalPath(raw: rawPath)
@@ -123,8 +131,18 @@ public final class HTTPProxy: Sendable {
         }
 
         // The request event, with the first body bytes, is committed before anything is forwarded.
-        var body = request.body.makeAsyncIterator()
-        let prefix = try await Self.readPrefix(of: &body, upTo: settings.maxRecordedBodyBytes)
+        let body = RequestBodyRest(request.body.makeAsyncIterator())
+        let prefix: BodyPrefix
+        do {
+            let limit = settings.maxRecordedBodyBytes
+            prefix = try await withDeadline(target.readTimeout, code: "http.body-timeout", what: "the request body") {
+                try await Self.readPrefix(of: body, upTo: limit)
+            }
+        } catch {
+            return try await refuse(&exchange, .requestTimeout, "the request body did not arrive in time",
+                                    decision: .deny(rule: "body", reason: "the request body did not arrive within \(target.readTimeout)"),
+                                    errorCode: "body-timeout")
+        }
         let requestEvent: AuditEvent
         do {
             requestEvent = try await auditLog.append(exchange.record(
@@ -138,14 +156,16 @@ public final class HTTPProxy: Sendable {
         HTTPMetrics.count("allow")
 
         let upstreamRequest: HTTPClientRequest
+        let scrubber: SecretScrubber
         do {
-            upstreamRequest = try makeUpstreamRequest(
+            (upstreamRequest, scrubber) = try makeUpstreamRequest(
                 request, target: target, path: path, exchange: exchange,
-                body: ForwardedBody(prefix: prefix.buffers, rest: RequestBodyRest(body), complete: prefix.complete))
+                body: ForwardedBody(prefix: prefix.buffers, rest: body, complete: prefix.complete))
         } catch {
             logger.error("upstream credential unavailable", metadata: ["connection": "\(target.name)", "error": "\(error)"])
             recordResponse(exchange, event: requestEvent, started: started, status: "502", bytes: 0, headers: [], body: .init(limit: 0),
-                           error: "the connection's credential could not be read", errorCode: "credential-unavailable")
+                           error: "the connection's credential could not be read", errorCode: "credential-unavailable",
+                           scrubber: SecretScrubber(secrets: []))
             return try ProblemResponse.make(.badGateway, "the gateway cannot reach this connection's upstream", connection: target.name)
         }
 
@@ -157,11 +177,14 @@ public final class HTTPProxy: Sendable {
             let status: HTTPResponse.Status = timedOut ? .gatewayTimeout : .badGateway
             let reason = timedOut ? "the upstream did not answer in time" : "the upstream could not be reached"
             recordResponse(exchange, event: requestEvent, started: started, status: String(status.code), bytes: 0, headers: [],
-                           body: .init(limit: 0), error: reason + " (\(Self.describe(error)))", errorCode: timedOut ? "upstream-timeout" : "upstream-unreachable")
+                           body: .init(limit: 0), error: reason + " (\(Self.describe(error)))", errorCode: timedOut ? "upstream-timeout" : "upstream-unreachable",
+                           scrubber: scrubber)
             return try ProblemResponse.make(status, reason, connection: target.name)
         }
 
-        let responseFields = HeaderShaping.downstream(upstream: upstream.headers.map { ($0.name, $0.value) })
+        // An upstream that echoes the credential (a redirect to a URL carrying it, a debug header)
+        // must not hand it to the client through the gateway's headers.
+        let responseFields = HeaderShaping.downstream(upstream: upstream.headers.map { ($0.name, scrubber.scrub($0.value)) })
         var headers = HTTPFields()
         for field in responseFields {
             if let name = HTTPField.Name(field.name) { headers.append(HTTPField(name: name, value: field.value)) }
@@ -186,11 +209,11 @@ public final class HTTPProxy: Sendable {
             } catch {
                 recordResponse(forwarded, event: requestEvent, started: started, status: String(status.code), bytes: bytes,
                                headers: recordedHeaders, body: kept, error: "the response was cut off (\(Self.describe(error)))",
-                               errorCode: "stream-interrupted")
+                               errorCode: "stream-interrupted", scrubber: scrubber)
                 throw error
             }
             recordResponse(forwarded, event: requestEvent, started: started, status: String(status.code), bytes: bytes,
-                           headers: recordedHeaders, body: kept, error: nil, errorCode: nil)
+                           headers: recordedHeaders, body: kept, error: nil, errorCode: nil, scrubber: scrubber)
         }
         return Response(status: status, headers: headers, body: responseBody)
     }
@@ -214,7 +237,7 @@ public final class HTTPProxy: Sendable {
 
     private func makeUpstreamRequest(
         _ request: Request, target: HTTPTarget, path: CanonicalPath, exchange: Exchange, body: ForwardedBody
-    ) throws -> HTTPClientRequest {
+    ) throws -> (HTTPClientRequest, SecretScrubber) {
         let credential = try target.credential?()
         var query = Self.query(request.head.path ?? "")
         var credentialHeader: (name: String, value: String)?
@@ -239,7 +262,7 @@ public final class HTTPProxy: Sendable {
         if declaredLength.map({ $0 > 0 }) ?? chunked {
             upstream.body = .stream(body, length: declaredLength.map { .known($0) } ?? .unknown)
         }
-        return upstream
+        return (upstream, SecretScrubber(credential))
     }
 
     // MARK: Recording
@@ -264,13 +287,16 @@ public final class HTTPProxy: Sendable {
 
     private func recordResponse(
         _ exchange: Exchange, event: AuditEvent, started: ContinuousClock.Instant, status: String, bytes: Int64,
-        headers: [(String, String)], body: RecordedBody, error: String?, errorCode: String?
+        headers: [(String, String)], body: RecordedBody, error: String?, errorCode: String?, scrubber: SecretScrubber
     ) {
         let duration = ContinuousClock.now - started
         HTTPMetrics.duration.recordNanoseconds(duration.inNanoseconds)
         var operation = AuditRecord.Operation(kind: "http.response", text: "response to event \(event.seq)")
         operation.intent = exchange.intent
-        let payload = Self.payload(headers: headers, body: body.text, truncated: body.truncated, maxBytes: settings.maxPayloadBytes)
+        // The upstream may echo the injected credential; the trail must not keep it.
+        let payload = Self.payload(
+            headers: headers.map { ($0.0, scrubber.scrub($0.1)) }, body: body.text.map(scrubber.scrub), truncated: body.truncated,
+            maxBytes: settings.maxPayloadBytes)
         auditLog.appendEventually(AuditRecord(
             node: exchange.node, session: exchange.session, principal: exchange.principal, client: exchange.client,
             connection: exchange.connection, operation: operation, decision: event.record.decision,
@@ -281,36 +307,44 @@ public final class HTTPProxy: Sendable {
     /// The recorded request or response: headers (credentials redacted) and the first body bytes,
     /// always valid JSON within `maxBytes` (the body is cut further if the headers leave no room).
     static func payload(headers: [(String, String)], body: String?, truncated: Bool, maxBytes: Int) -> (text: String, truncated: Bool) {
-        func write(_ body: String?, cut: Bool) -> String {
-            var writer = JSONWriter()
-            writer.beginObject()
-            writer.member("body", body)
-            if cut { writer.member("body_truncated", true) }
-            writer.key("headers")
-            writer.beginArray()
-            for (name, value) in headers {
-                writer.beginArray()
-                writer.string(name)
-                writer.string(value)
-                writer.endArray()
-            }
-            writer.endArray()
-            writer.endObject()
-            return String(decoding: writer.bytes, as: UTF8.self)
+        // Headers get at most half the room, so padding them cannot push the body out of the record.
+        var kept = headers
+        var headersCut = false
+        while !kept.isEmpty, write(kept, body: nil, bodyCut: false, headersCut: true).utf8.count > maxBytes / 2 {
+            kept.removeLast(max(1, kept.count / 4))
+            headersCut = true
         }
-        let full = write(body, cut: truncated)
-        guard full.utf8.count > maxBytes else { return (full, truncated) }
-        let withoutBody = write("", cut: true)
-        let room = maxBytes - withoutBody.utf8.count
-        guard room > 0, let body else { return (write(nil, cut: true).truncated(toUTF8Bytes: maxBytes).text, true) }
+        let full = write(kept, body: body, bodyCut: truncated, headersCut: headersCut)
+        if full.utf8.count <= maxBytes { return (full, truncated || headersCut) }
+        let withoutBody = write(kept, body: "", bodyCut: true, headersCut: headersCut)
+        guard let body, withoutBody.utf8.count < maxBytes else { return (write([], body: nil, bodyCut: true, headersCut: true), true) }
         // Escaping can grow the text up to 6x; cut until the document fits.
-        var keep = room
+        var keep = maxBytes - withoutBody.utf8.count
         while keep > 0 {
-            let text = write(body.truncated(toUTF8Bytes: keep).text, cut: true)
+            let text = write(kept, body: body.truncated(toUTF8Bytes: keep).text, bodyCut: true, headersCut: headersCut)
             if text.utf8.count <= maxBytes { return (text, true) }
             keep = keep * 3 / 4
         }
         return (withoutBody, true)
+    }
+
+    private static func write(_ headers: [(String, String)], body: String?, bodyCut: Bool, headersCut: Bool) -> String {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.member("body", body)
+        if bodyCut { writer.member("body_truncated", true) }
+        writer.key("headers")
+        writer.beginArray()
+        for (name, value) in headers {
+            writer.beginArray()
+            writer.string(name)
+            writer.string(value)
+            writer.endArray()
+        }
+        writer.endArray()
+        if headersCut { writer.member("headers_truncated", true) }
+        writer.endObject()
+        return String(decoding: writer.bytes, as: UTF8.self)
     }
 
     // MARK: Small pieces
@@ -373,7 +407,7 @@ public final class HTTPProxy: Sendable {
         return String(address.split(separator: ":").first ?? Substring(address))
     }
 
-    static func readPrefix(of body: inout RequestBody.AsyncIterator, upTo limit: Int) async throws -> BodyPrefix {
+    static func readPrefix(of body: RequestBodyRest, upTo limit: Int) async throws -> BodyPrefix {
         var prefix = BodyPrefix(limit: limit)
         while prefix.wantsMore, let chunk = try await body.next() {
             prefix.append(chunk)
@@ -408,6 +442,8 @@ struct Exchange: Sendable {
     var connection: String?
     var path: String?
     var query: String?
+    /// Query parameters whose values are recorded as `[redacted]`.
+    var redactedQueryNames = QueryShaping.sensitiveNames
     let requestFields: HeaderShaping.Fields
 
     init(request: Request, remoteAddress: SocketAddress?, node: String) {
@@ -425,8 +461,11 @@ struct Exchange: Sendable {
 
     /// `METHOD /path?query`: the decided path once known, the raw target before.
     var text: String {
-        guard let path else { return "\(method) \(target)" }
-        return "\(method) \(path)" + (query.map { "?" + $0 } ?? "")
+        guard let path else {
+            let raw = HTTPProxy.rawPath(target)
+            return "\(method) \(raw)" + (query.map { "?" + QueryShaping.redacted($0, names: redactedQueryNames) } ?? "")
+        }
+        return "\(method) \(path)" + (query.map { "?" + QueryShaping.redacted($0, names: redactedQueryNames) } ?? "")
     }
 
     func recordedRequestHeaders(_ target: HTTPTarget?) -> [(String, String)] {
@@ -442,7 +481,7 @@ struct Exchange: Sendable {
 }
 
 /// The first bytes of a request body, kept for the audit trail and then forwarded first.
-struct BodyPrefix {
+struct BodyPrefix: Sendable {
     let limit: Int
     var buffers: [ByteBuffer] = []
     var bytes = 0
@@ -498,6 +537,7 @@ struct RecordedBody: Sendable {
 /// The rest of the client's request body after the recorded prefix; consumed by exactly one reader
 /// (the HTTP client sending it upstream).
 final class RequestBodyRest: @unchecked Sendable {
+    // Read by one task at a time: first the prefix reader (awaited), then the HTTP client.
     private var iterator: RequestBody.AsyncIterator
 
     init(_ iterator: RequestBody.AsyncIterator) {
@@ -537,5 +577,45 @@ enum HTTPMetrics {
 
     static func count(_ decision: String) {
         Counter(label: "gatehouse_requests_total", dimensions: [("protocol", "http"), ("decision", decision)]).increment()
+    }
+}
+
+/// Replaces the injected credential, in the forms an upstream might echo it, with `[credential]`.
+struct SecretScrubber: Sendable {
+    private let secrets: [String]
+
+    init(secrets: [String]) {
+        // Very short values would turn ordinary text into noise; real credentials are longer.
+        self.secrets = Array(Set(secrets.filter { $0.utf8.count >= 6 })).sorted { $0.utf8.count > $1.utf8.count }
+    }
+
+    init(_ credential: UpstreamCredential?) {
+        switch credential {
+        case .header(_, let value)?:
+            // `Bearer abc` is echoed whole or as `abc`; `Basic b64` likewise, and the decoded pair.
+            var forms = [value]
+            let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            if parts.count == 2 {
+                forms.append(String(parts[1]))
+                if let decoded = Data(base64Encoded: String(parts[1])).flatMap({ String(data: $0, encoding: .utf8) }) {
+                    forms.append(decoded)
+                    if let colon = decoded.firstIndex(of: ":") { forms.append(String(decoded[decoded.index(after: colon)...])) }
+                }
+            }
+            self.init(secrets: forms)
+        case .queryParameter(_, let value)?:
+            self.init(secrets: [value, QueryShaping.encode(value)])
+        case nil:
+            self.init(secrets: [])
+        }
+    }
+
+    func scrub(_ text: String) -> String {
+        guard !secrets.isEmpty else { return text }
+        var text = text
+        for secret in secrets where text.contains(secret) {
+            text = text.replacingOccurrences(of: secret, with: "[credential]")
+        }
+        return text
     }
 }

@@ -4,8 +4,10 @@ import GatehouseCore
 /// A request path made safe to decide on and to forward.
 ///
 /// Policy matches the decoded path and the upstream receives the same path re-encoded, so the two
-/// can never disagree about what was asked for: encoded slashes, NULs, backslashes and dot
-/// segments are refused instead of being passed on for the upstream to interpret its own way.
+/// cannot disagree about what was asked for. What upstream servers are known to read their own way
+/// is refused rather than passed on: encoded slashes, backslashes, control characters, dot
+/// segments, and `;` (path parameters: Tomcat, Jetty and Spring read `/a/..;/b` as `/b`). Every
+/// character but the unreserved ones, `:` and `@` is sent percent-encoded.
 public struct CanonicalPath: Sendable, Equatable {
     /// Decoded, with `/` between segments; what rules match. Always starts with `/`.
     public var decoded: String
@@ -18,13 +20,15 @@ public struct CanonicalPath: Sendable, Equatable {
         case tooLong
         case badEncoding
         case forbiddenCharacter
+        case pathParameter
         case dotSegment
 
         public var description: String {
             switch self {
             case .tooLong: "the path is too long"
             case .badEncoding: "the path has an invalid percent-encoding"
-            case .forbiddenCharacter: "the path contains an encoded '/', '\\' or NUL"
+            case .forbiddenCharacter: "the path contains an encoded '/', a '\\' or a control character"
+            case .pathParameter: "the path contains ';' (path parameters are not forwarded)"
             case .dotSegment: "the path contains a '.' or '..' segment"
             }
         }
@@ -37,9 +41,10 @@ public struct CanonicalPath: Sendable, Equatable {
         let parts = raw.split(separator: "/", omittingEmptySubsequences: true)
         for part in parts {
             guard let segment = Self.percentDecoded(part) else { throw .badEncoding }
-            if segment.contains("/") || segment.contains("\\") || segment.contains("\0") {
+            if segment.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "\\") || $0 < 0x20 || $0 == 0x7F }) {
                 throw .forbiddenCharacter
             }
+            if segment.utf8.contains(UInt8(ascii: ";")) { throw .pathParameter }
             if segment == "." || segment == ".." { throw .dotSegment }
             decodedSegments.append(segment)
         }
@@ -48,10 +53,11 @@ public struct CanonicalPath: Sendable, Equatable {
         encoded = "/" + decodedSegments.map(Self.encode).joined(separator: "/") + (trailingSlash ? "/" : "")
     }
 
-    /// RFC 3986 `pchar`: unreserved, sub-delims, ':' and '@' stay; everything else is encoded.
+    /// Unreserved characters, ':' and '@' stay; sub-delims are encoded too, so no upstream can give
+    /// one of them a meaning the policy did not see.
     private static let segmentBytes: [Bool] = {
         var allowed = [Bool](repeating: false, count: 256)
-        for byte in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@".utf8 {
+        for byte in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:@".utf8 {
             allowed[Int(byte)] = true
         }
         return allowed
@@ -175,12 +181,30 @@ public enum HeaderShaping {
 
 /// Query strings, kept as the client wrote them except for the injected credential's parameter.
 public enum QueryShaping {
+    /// Parameters whose values are credentials often enough that the trail records them as
+    /// `[redacted]` (compared case-insensitively).
+    public static let sensitiveNames: Set<String> = [
+        "access_token", "api_key", "apikey", "api-key", "auth", "client_secret", "code", "id_token", "key", "password",
+        "refresh_token", "secret", "sig", "signature", "token", "x-amz-signature", "x-amz-credential", "x-goog-signature",
+    ]
+
+    /// The query for the audit trail: values of `names` replaced, everything else as sent.
+    public static func redacted(_ query: String, names: Set<String>) -> String {
+        query.split(separator: "&", omittingEmptySubsequences: false).map { part in
+            let pieces = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(pieces[0])
+            let name = (key.removingPercentEncoding ?? key).lowercased()
+            guard pieces.count == 2, names.contains(name) else { return String(part) }
+            return key + "=[redacted]"
+        }.joined(separator: "&")
+    }
+
     /// Removes any parameter named `name` the client sent (it cannot choose the credential) and
     /// appends the injected one.
     public static func inject(into query: String?, name: String, value: String) -> String {
         var parts = (query ?? "").split(separator: "&", omittingEmptySubsequences: true).filter { part in
             let key = part.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
-            return (key.removingPercentEncoding ?? key) != name
+            return (key.removingPercentEncoding ?? key).lowercased() != name.lowercased()
         }.map(String.init)
         parts.append(encode(name) + "=" + encode(value))
         return parts.joined(separator: "&")

@@ -116,7 +116,7 @@ public actor IssuerKeys {
     private func fetchAndInstall() async throws {
         lastAttempt = now()
         let (settings, fetcher) = (self.settings, self.fetcher)
-        let keySet = try await withDeadline(fetchDeadline, what: "key set refresh of issuer \(settings.name)") {
+        let keySet = try await withDeadline(fetchDeadline, code: "identity.timeout", what: "key set refresh of issuer \(settings.name)") {
             try Self.requireSecureURL(settings.discoveryURL, what: "discovery URL", issuer: settings.name)
             let discovery: DiscoveryDocument
             do {
@@ -145,6 +145,13 @@ public actor IssuerKeys {
         }
     }
 
+    /// Sorted keys, so the same key encodes to the same bytes on every refresh.
+    private static let canonicalEncoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
     private struct RawKeySet: Decodable {
         var keys: [JSONValue]
     }
@@ -158,7 +165,7 @@ public actor IssuerKeys {
             guard let object = entry.object else { continue }
             // Encryption keys are published in the same set and must never verify signatures.
             if let use = object["use"]?.string, use != "sig" { continue }
-            guard let encoded = try? JSONEncoder().encode(entry), var jwk = try? JSONDecoder().decode(JWK.self, from: encoded),
+            guard let encoded = try? Self.canonicalEncoder.encode(entry), var jwk = try? JSONDecoder().decode(JWK.self, from: encoded),
                   let algorithm = Self.pinnedAlgorithm(for: jwk, declared: object["alg"]?.string) else {
                 logger.debug("skipping unusable key", metadata: ["issuer": "\(settings.name)", "index": "\(index)"])
                 continue
@@ -207,25 +214,5 @@ public actor IssuerKeys {
             return algorithm
         }
         return allowed.first
-    }
-}
-
-/// Runs `operation`, or throws once `deadline` has passed (cancelling it).
-func withDeadline<T: Sendable>(
-    _ deadline: Duration,
-    what: String,
-    _ operation: @escaping @Sendable () async throws -> T
-) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: deadline)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw GatehouseError("identity.timeout", "\(what) took longer than \(deadline)")
-        }
-        return value
     }
 }

@@ -127,6 +127,37 @@ struct HTTPConfigTests {
         ])
     }
 
+    @Test func hostsAreBareAndUnique() {
+        let found = problems("""
+            connections:
+              - name: a
+                type: http
+                upstream: http://127.0.0.1:9000
+                hosts: [api.internal, "api.internal:8080"]
+              - name: b
+                type: http
+                upstream: http://127.0.0.1:9001
+                hosts: [API.internal]
+            """)
+        #expect(found == [
+            "gatehouse.yaml:5: connections[0].hosts: 'api.internal:8080' must be a bare host name (no port, scheme or path)",
+            "gatehouse.yaml:9: host 'api.internal' already routes to the connection on line 5",
+        ])
+    }
+
+    @Test func anEmptyPathListIsReported() {
+        #expect(problems("""
+            connections:
+              - name: a
+                type: http
+                upstream: http://127.0.0.1:9000
+                requests:
+                  - name: never
+                    effect: deny
+                    paths: []
+            """) == ["gatehouse.yaml:8: connections[0].requests[0].paths must not be empty (leave it out to cover every path)"])
+    }
+
     @Test func badRulesAreReported() {
         let found = problems("""
             connections:

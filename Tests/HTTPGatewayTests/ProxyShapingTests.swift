@@ -10,6 +10,9 @@ struct ProxyShapingTests {
         #expect(path.encoded == "/config/my%20key/caf%C3%A9")
         #expect(try CanonicalPath(raw: "").decoded == "/")
         #expect(try CanonicalPath(raw: "/a//b/").decoded == "/a/b/", "empty segments collapse; a trailing slash stays")
+        let delimiters = try CanonicalPath(raw: "/a,b/c%3Dd/e+f!")
+        #expect(delimiters.decoded == "/a,b/c=d/e+f!")
+        #expect(delimiters.encoded == "/a%2Cb/c%3Dd/e%2Bf%21", "sub-delimiters always travel encoded")
     }
 
     @Test(arguments: [
@@ -20,6 +23,12 @@ struct ProxyShapingTests {
         ("/a%5Cb", .forbiddenCharacter),
         ("/a%00b", .forbiddenCharacter),
         ("/a%zz", .badEncoding),
+        ("/public/..;/admin", .pathParameter),
+        ("/public/..%3B/admin", .pathParameter),
+        ("/admin;x/users", .pathParameter),
+        ("/a%0Ab", .forbiddenCharacter),
+        ("/a%1Bb", .forbiddenCharacter),
+        ("/a%7Fb", .forbiddenCharacter),
     ])
     func pathsThatCouldMeanSomethingElseUpstreamAreRefused(raw: String, problem: CanonicalPath.Problem) {
         #expect(throws: problem) { try CanonicalPath(raw: Substring(raw)) }
@@ -87,6 +96,35 @@ struct ProxyShapingTests {
         #expect(HTTPProxy.bearerToken("Bearer ") == nil)
         #expect(HTTPProxy.bearerToken("Bearerabc") == nil)
         #expect(HTTPProxy.bearerToken(nil) == nil)
+    }
+
+    @Test func queryValuesThatLookLikeSecretsAreRedactedForTheRecord() {
+        #expect(QueryShaping.redacted("a=1&API_KEY=s3&token=x&tokenish=y", names: QueryShaping.sensitiveNames)
+            == "a=1&API_KEY=[redacted]&token=[redacted]&tokenish=y")
+        #expect(QueryShaping.redacted("flag&key", names: ["key"]) == "flag&key", "a name without a value has nothing to hide")
+    }
+
+    @Test func echoedCredentialsAreScrubbedInEveryForm() {
+        let basic = SecretScrubber(.basic(username: "svc", password: "hunter2-long"))
+        let header = UpstreamCredential.basic(username: "svc", password: "hunter2-long")
+        guard case .header(_, let value) = header else { return }
+        #expect(basic.scrub("got \(value)") == "got [credential]")
+        #expect(basic.scrub("password=hunter2-long") == "password=[credential]")
+        let bearer = SecretScrubber(.bearer("tok-abcdef"))
+        #expect(bearer.scrub("Authorization: Bearer tok-abcdef") == "Authorization: [credential]")
+        #expect(bearer.scrub("just tok-abcdef") == "just [credential]")
+        let query = SecretScrubber(.queryParameter(name: "key", value: "k/v+secret"))
+        #expect(query.scrub("Location: /next?key=k%2Fv%2Bsecret") == "Location: /next?key=[credential]")
+        #expect(SecretScrubber(nil).scrub("nothing") == "nothing")
+    }
+
+    @Test func paddedHeadersCannotPushTheBodyOutOfTheRecord() throws {
+        let headers = (0..<60).map { ("x-pad-\($0)", String(repeating: "p", count: 2000)) }
+        let payload = HTTPProxy.payload(headers: headers, body: "the body that matters", truncated: false, maxBytes: 64 * 1024)
+        #expect(payload.text.utf8.count <= 64 * 1024)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(payload.text.utf8)) as? [String: Any])
+        #expect(object["body"] as? String == "the body that matters")
+        #expect(object["headers_truncated"] as? Bool == true)
     }
 
     @Test func payloadStaysValidJSONWhenCut() throws {

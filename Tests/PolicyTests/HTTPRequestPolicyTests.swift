@@ -14,14 +14,19 @@ struct HTTPRequestPolicyTests {
     @Test(arguments: [
         ("/config/*", "/config/db", true),
         ("/config/*", "/config/db/url", false),
-        ("/config/*", "/config/", true),
+        ("/config/*", "/config/", false),
         ("/export*", "/export", true),
         ("/export*", "/exports.csv", true),
         ("/export*", "/export/all", false),
         ("/**", "/anything/at/all", true),
         ("/api/**/items", "/api/v1/x/items", true),
         ("/api/**/items", "/api/items", false),
-        ("/exact", "/exact/", false),
+        ("/exact", "/exact/", true),
+        ("/exact", "/exactly", false),
+        ("/admin/**", "/admin", true),
+        ("/admin/**", "/admin/", true),
+        ("/admin/**", "/administrator", false),
+        ("/config/*", "/config/db/", true),
     ])
     func pathPatterns(pattern: String, path: String, matches: Bool) {
         #expect(PathPattern(pattern).matches(path) == matches)

@@ -134,8 +134,15 @@ def test_credential_is_injected_and_the_client_token_never_reaches_the_upstream(
     assert response["outcome"]["status"] == "200"
     assert response["operation"]["text"] == f"response to event {request_event['seq']}"
     assert response["session"] == request["session"] and response["session"].startswith("http-")
-    trail = (Path(gw.workdir) / "state" / "audit.sqlite").read_bytes()
-    assert client_token.encode() not in trail and API_KEY.encode() not in trail
+    # The echo endpoint returns the key in its body: the trail keeps the response, not the key.
+    assert "[credential]" in json.loads(response["payload"])["body"]
+    listed = gw.cli("audit", "list", "--json", check=True).stdout
+    assert client_token not in listed and API_KEY not in listed
+    state = Path(gw.workdir) / "state"
+    for name in ("audit.sqlite", "audit.sqlite-wal"):
+        if (state / name).exists():
+            raw = (state / name).read_bytes()
+            assert client_token.encode() not in raw and API_KEY.encode() not in raw, name
 
 
 def test_curl_config_service_round_trip_and_host_routing(gw):
@@ -177,9 +184,14 @@ def test_policy_refusals_are_problem_documents_naming_the_rule(gw):
     r = requests.get(gw.http_url + "/c/config-api/config", headers=outsider, timeout=30)
     assert r.status_code == 403 and r.json()["rule"] == "connection:config-api:allow"
 
-    # Dot segments would let a path pattern and the upstream disagree: refused outright.
+    # Dot segments and path parameters would let a path pattern and the upstream disagree: refused.
     r = requests.get(gw.http_url + "/c/config-api/config/%2e%2e/export/customers", headers=agent, timeout=30)
     assert r.status_code == 400
+    r = requests.get(gw.http_url + "/c/config-api/config/..;/export/customers", headers=agent, timeout=30)
+    assert r.status_code == 400 and "';'" in r.json()["detail"]
+    # TRACE would echo the injected key back.
+    r = requests.request("TRACE", gw.http_url + "/c/config-api/echo", headers=agent, timeout=30)
+    assert r.status_code == 405
 
     # The person (no agent) may still delete and export: the rules are about agents.
     person = {"Authorization": f"Bearer {token(gw, actor=None)}"}
@@ -188,11 +200,21 @@ def test_policy_refusals_are_problem_documents_naming_the_rule(gw):
     denied = [e["record"] for e in gw.events() if e["record"]["decision"]["effect"] == "deny"]
     assert [d["decision"]["rule"] for d in denied] == [
         "agents-may-not-delete", "no-bulk-export-for-agents", "connection:config-api:requests",
-        "connection:config-api:allow", "path"]
-    assert all(d["outcome"]["status"] in ("403", "400") for d in denied)
+        "connection:config-api:allow", "path", "path", "method"]
+    assert all(d["outcome"]["status"] in ("403", "400", "405") for d in denied)
     # The upstream never saw a refused request: the banner is still there.
     r = requests.get(gw.http_url + "/c/config-api/config/banner", headers=person, timeout=30)
     assert r.json()["value"] == "hello"
+
+
+def test_secrets_in_the_query_are_not_recorded(gw):
+    headers = {"Authorization": f"Bearer {token(gw)}"}
+    r = requests.get(gw.http_url + "/c/config-api/echo?page=2&access_token=agent-secret-123&Signature=abc123def",
+                     headers=headers, timeout=30)
+    assert r.status_code == 200
+    assert r.json()["query"] == "page=2&access_token=agent-secret-123&Signature=abc123def", "forwarded as sent"
+    [request] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "http.request"]
+    assert request["operation"]["text"] == "GET /echo?page=2&access_token=[redacted]&Signature=[redacted]"
 
 
 def test_bad_or_missing_token_gets_401_with_a_challenge(gw):
