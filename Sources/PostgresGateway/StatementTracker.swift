@@ -37,7 +37,11 @@ struct StatementTracker {
     }
 
     private enum Entry {
+        /// A simple Query, or the last statement of one that holds several: finished by ReadyForQuery.
         case simpleQuery(Outcome)
+        /// A statement of a multi-statement simple Query other than the last: finished by its own
+        /// CommandComplete (or an error, after which the server runs none of the rest).
+        case queryPart(Outcome)
         case execute(Outcome)
         case sync
     }
@@ -56,6 +60,15 @@ struct StatementTracker {
         queue.append(.simpleQuery(Outcome(statement: statement)))
     }
 
+    /// One simple Query holding these statements, in order (as the SQL parser split it).
+    mutating func querySent(_ statements: [Statement]) {
+        guard let last = statements.last else { return }
+        for statement in statements.dropLast() {
+            queue.append(.queryPart(Outcome(statement: statement)))
+        }
+        queue.append(.simpleQuery(Outcome(statement: last)))
+    }
+
     mutating func executeSent(_ statement: Statement) {
         queue.append(.execute(Outcome(statement: statement)))
     }
@@ -67,7 +80,7 @@ struct StatementTracker {
     /// Whether rows of the statement now running are still wanted in full (else only counted).
     var wantsRowValues: Bool {
         switch front {
-        case .simpleQuery(let outcome), .execute(let outcome): outcome.recordedRows.count < maxRecordedRows
+        case .simpleQuery(let outcome), .queryPart(let outcome), .execute(let outcome): outcome.recordedRows.count < maxRecordedRows
         default: false
         }
     }
@@ -105,13 +118,14 @@ struct StatementTracker {
                 }
             }
         case .commandComplete(let tag):
-            if case .simpleQuery = front {
-                update { $0.commandTags.append(tag) }
-            } else {
-                return finishExecute(now: now) { $0.commandTags.append(tag) }
+            switch front {
+            case .simpleQuery: update { $0.commandTags.append(tag) }
+            case .queryPart: return finishQueryPart(now: now) { $0.commandTags.append(tag) }
+            default: return finishExecute(now: now) { $0.commandTags.append(tag) }
             }
         case .emptyQueryResponse:
             if case .execute = front { return finishExecute(now: now) { _ in } }
+            if case .queryPart = front { return finishQueryPart(now: now) { _ in } }
         case .portalSuspended:
             return finishExecute(now: now) { $0.suspended = true }
         case .errorResponse(let fields):
@@ -121,6 +135,20 @@ struct StatementTracker {
                     outcome.sqlState = fields.sqlState
                     outcome.errorMessage = fields.message
                 }
+            case .queryPart:
+                var finished = finishQueryPart(now: now) { outcome in
+                    outcome.sqlState = fields.sqlState
+                    outcome.errorMessage = fields.message
+                }
+                // The server runs none of the query's later statements.
+                while case .queryPart(var skipped) = front {
+                    skipped.skipped = true
+                    skipped.finished = now
+                    finished.append(skipped)
+                    head += 1
+                }
+                update { $0.skipped = true }
+                return finished
             case .execute:
                 var finished = finishExecute(now: now) { outcome in
                     outcome.sqlState = fields.sqlState
@@ -130,7 +158,7 @@ struct StatementTracker {
                 // answers none of them: those statements never ran.
                 while let entry = front {
                     switch entry {
-                    case .execute(var skipped), .simpleQuery(var skipped):
+                    case .execute(var skipped), .simpleQuery(var skipped), .queryPart(var skipped):
                         skipped.skipped = true
                         skipped.finished = now
                         finished.append(skipped)
@@ -165,6 +193,11 @@ struct StatementTracker {
                     finished.append(outcome)
                     compact()
                     return finished
+                case .queryPart(var outcome):
+                    // The server answered fewer statements than the parser found.
+                    outcome.skipped = outcome.commandTags.isEmpty && outcome.sqlState == nil
+                    outcome.finished = now
+                    finished.append(outcome)
                 case .execute(var outcome):
                     outcome.skipped = true
                     outcome.finished = now
@@ -190,12 +223,23 @@ struct StatementTracker {
         case .simpleQuery(var outcome):
             change(&outcome)
             queue[head] = .simpleQuery(outcome)
+        case .queryPart(var outcome):
+            change(&outcome)
+            queue[head] = .queryPart(outcome)
         case .execute(var outcome):
             change(&outcome)
             queue[head] = .execute(outcome)
         case .sync:
             break
         }
+    }
+
+    private mutating func finishQueryPart(now: ContinuousClock.Instant, _ change: (inout Outcome) -> Void) -> [Outcome] {
+        guard case .queryPart(var outcome) = front else { return [] }
+        change(&outcome)
+        outcome.finished = now
+        head += 1
+        return [outcome]
     }
 
     private mutating func finishExecute(now: ContinuousClock.Instant, _ change: (inout Outcome) -> Void) -> [Outcome] {

@@ -35,6 +35,44 @@ struct StatementTrackerTests {
         #expect(tracker.inFlight == 0)
     }
 
+    @Test func eachStatementOfASplitQueryGetsItsOwnOutcome() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.querySent([statement(1, "SELECT 1"), statement(2, "UPDATE t SET x = 1"), statement(3, "SELECT 3")])
+        _ = tracker.receive(columns("a"), now: now)
+        _ = tracker.receive(row("1"), now: now)
+        let first = tracker.receive(.commandComplete("SELECT 1"), now: now)
+        #expect(first.map(\.statement.id) == [1])
+        #expect(first.first?.recordedRows == [["1"]] && first.first?.columns == ["a"])
+        #expect(tracker.receive(.commandComplete("UPDATE 4"), now: now).map(\.commandTags) == [["UPDATE 4"]])
+        _ = tracker.receive(columns("c"), now: now)
+        _ = tracker.receive(row("3"), now: now)
+        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).isEmpty, "the last one ends at ReadyForQuery")
+        let last = tracker.receive(.readyForQuery(.idle), now: now)
+        #expect(last.map(\.statement.id) == [3] && last.first?.recordedRows == [["3"]])
+        #expect(tracker.inFlight == 0)
+    }
+
+    @Test func anErrorInASplitQuerySkipsTheRestOfIt() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.querySent([statement(1, "SELECT 1/0"), statement(2, "DELETE FROM t"), statement(3, "SELECT 3")])
+        let failed = tracker.receive(.errorResponse(ErrorFields(severity: "ERROR", sqlState: "22012", message: "division by zero")), now: now)
+        #expect(failed.map(\.statement.id) == [1, 2])
+        #expect(failed[0].sqlState == "22012" && !failed[0].skipped)
+        #expect(failed[1].skipped, "the DELETE never ran")
+        let last = tracker.receive(.readyForQuery(.idle), now: now)
+        #expect(last.map(\.statement.id) == [3] && last[0].skipped)
+        #expect(tracker.inFlight == 0)
+    }
+
+    @Test func anErrorInTheLastStatementOfASplitQueryIsItsOwn() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.querySent([statement(1, "SELECT 1"), statement(2, "SELECT 1/0")])
+        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).map(\.statement.id) == [1])
+        _ = tracker.receive(.errorResponse(ErrorFields(severity: "ERROR", sqlState: "22012", message: "x")), now: now)
+        let last = tracker.receive(.readyForQuery(.idle), now: now)
+        #expect(last.map(\.statement.id) == [2] && last[0].sqlState == "22012" && !last[0].skipped)
+    }
+
     @Test func anErrorInAPipelineSkipsEveryExecuteUntilSync() {
         var tracker = StatementTracker(maxRecordedRows: 10)
         tracker.executeSent(statement(1, "INSERT 1"))
