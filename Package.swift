@@ -185,6 +185,7 @@ let package = Package(
             dependencies: ["HTTPGateway", "Policy", "GatehouseCore"],
             swiftSettings: strictSwift6
         ),
+        .testTarget(name: "SQLInspectionTests", dependencies: ["SQLInspection"], swiftSettings: strictSwift6),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "GatehouseCore"], swiftSettings: strictSwift6),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"], swiftSettings: strictSwift6),
         .testTarget(
