@@ -70,6 +70,17 @@ let package = Package(
             dependencies: ["GatehouseCore"],
             swiftSettings: strictSwift6
         ),
+        // PostgreSQL's own parser (libpg_query, Debian `libpg-query-dev`), seen from Swift.
+        .systemLibrary(name: "CPgQuery"),
+        // Statement classification on that parser: kinds, relations, functions, risk flags. Pure.
+        .target(
+            name: "SQLInspection",
+            dependencies: ["GatehouseCore", "CPgQuery"],
+            swiftSettings: strictSwift6,
+            // libpg_query frees each thread's parser memory through pthread keys; the static
+            // library does not name libpthread itself (needed wherever glibc is older than 2.34).
+            linkerSettings: [.linkedLibrary("pthread")]
+        ),
         .target(
             name: "PostgresGateway",
             dependencies: [
@@ -175,6 +186,7 @@ let package = Package(
             dependencies: ["HTTPGateway", "Policy", "GatehouseCore"],
             swiftSettings: strictSwift6
         ),
+        .testTarget(name: "SQLInspectionTests", dependencies: ["SQLInspection"], swiftSettings: strictSwift6),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "GatehouseCore"], swiftSettings: strictSwift6),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"], swiftSettings: strictSwift6),
         .testTarget(

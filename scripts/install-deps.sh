@@ -4,7 +4,7 @@
 # benchmarks compare against; no option, what the tests need.
 set -euo pipefail
 
-BUILD_PACKAGES=(libsqlite3-dev)
+BUILD_PACKAGES=(libsqlite3-dev libpg-query-dev)
 DEMO_PACKAGES=(postgresql-15 postgresql-client-15 openssl curl python3)
 BENCH_PACKAGES=(postgresql-15 postgresql-client-15 pgbouncer wrk nginx-light curl sqlite3)
 # PostgreSQL 15 (server, psql, pgbench), PgJDBC with a JDK to compile its test client, openssl for
