@@ -1,4 +1,5 @@
 import Audit
+import SQLInspection
 import Foundation
 import GatehouseCore
 import Identity
@@ -440,8 +441,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         switch frame.type {
         case UInt8(ascii: "Q"):
             guard case .query(let sql) = try? FrontendMessage.parse(frame) else { return malformed() }
-            recordThenForward(frame, sql: sql, parameters: nil, kind: "sql.query") { id in
-                self.tracker.querySent(.init(id: id, started: now))
+            let statements = Self.statements(in: sql)
+            recordThenForward(frame, statements: statements.map { ($0, nil) }, kind: "sql.query") { ids in
+                self.tracker.querySent(ids.map { .init(id: $0, started: now) })
             }
             return
         case UInt8(ascii: "P"):
@@ -563,38 +565,66 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func recordThenForward(
         _ frame: PostgresFrame, sql: String, parameters: [String?]?, kind: String, track: (Int) -> Void
     ) {
-        guard let context else { return }
-        let id = nextStatementID
-        nextStatementID += 1
-        track(id)
-        let record = sessionRecord(
-            .init(kind: kind, text: Self.describe(sql: sql, parameters: parameters), intent: Self.intent(in: sql) ?? applicationIntent))
+        recordThenForward(frame, statements: [(sql, parameters)], kind: kind) { ids in track(ids[0]) }
+    }
+
+    /// The same for a frame that carries several statements (a simple Query the parser split):
+    /// one request event each, committed together, before the frame is forwarded once.
+    private func recordThenForward(
+        _ frame: PostgresFrame, statements: [(sql: String, parameters: [String?]?)], kind: String, track: ([Int]) -> Void
+    ) {
+        guard let context, !statements.isEmpty else { return }
+        let ids = Array(nextStatementID..<(nextStatementID + statements.count))
+        nextStatementID += statements.count
+        track(ids)
+        let records = statements.map { statement in
+            sessionRecord(.init(
+                kind: kind, text: Self.describe(sql: statement.sql, parameters: statement.parameters),
+                intent: Self.intent(in: statement.sql) ?? applicationIntent))
+        }
         let auditLog = environment.auditLog
         waitingForAudit = true
         if auditLog.appendsAreQuick {
             // A local SQLite commit, shared with the loop's other statements of this tick, costs
             // less on the loop than two thread hops to the writer thread and back.
-            environment.statementBatchers.batcher(on: context.eventLoop).append(record) { result in
-                self.statementRecorded(result, id: id, frame: frame)
+            let batcher = environment.statementBatchers.batcher(on: context.eventLoop)
+            let collected = CollectedEvents(expected: records.count)
+            for (index, record) in records.enumerated() {
+                batcher.append(record) { result in
+                    if let all = collected.add(result, at: index) {
+                        self.statementsRecorded(all, ids: ids, frame: frame)
+                    }
+                }
             }
             return
         }
         updateClientReading()
-        context.eventLoop.makeFutureWithTask { try await auditLog.append(record) }
-            .assumeIsolated()
-            .whenComplete { result in
-                self.statementRecorded(result, id: id, frame: frame)
+        context.eventLoop.makeFutureWithTask { () -> [AuditEvent] in
+            var events: [AuditEvent] = []
+            for record in records { events.append(try await auditLog.append(record)) }
+            return events
+        }
+        .assumeIsolated()
+        .whenComplete { result in
+            switch result {
+            case .success(let events): self.statementsRecorded(events.map { .success($0) }, ids: ids, frame: frame)
+            case .failure(let error): self.statementsRecorded(ids.map { _ in .failure(error) }, ids: ids, frame: frame)
             }
+        }
     }
 
-    private func statementRecorded(_ result: Result<AuditEvent, any Error>, id: Int, frame: PostgresFrame) {
-        switch result {
-        case .failure:
-            PostgresMetrics.refusedStatements.increment()
-            fatal(sqlState: "58000", message: "the audit trail cannot be written; statement refused")
-        case .success(let event):
-            PostgresMetrics.statements.increment()
-            guard let upstream else { return }
+    private func statementsRecorded(_ results: [Result<AuditEvent, any Error>], ids: [Int], frame: PostgresFrame) {
+        var events: [AuditEvent] = []
+        for result in results {
+            guard case .success(let event) = result else {
+                PostgresMetrics.refusedStatements.increment(by: results.count)
+                return fatal(sqlState: "58000", message: "the audit trail cannot be written; statement refused")
+            }
+            events.append(event)
+        }
+        PostgresMetrics.statements.increment(by: events.count)
+        guard let upstream else { return }
+        for (id, event) in zip(ids, events) {
             if let outcome = finishedBeforeCommit.removeValue(forKey: id) {
                 recordOutcome(outcome, requestSeq: event.seq)
                 if outcome.suspended { committedSeqs[id] = event.seq }
@@ -602,10 +632,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 committedSeqs[id] = event.seq
                 forgetAbandonedStatements()
             }
-            writeToUpstream(frame, upstream: upstream)
-            waitingForAudit = false
-            drainPending()
         }
+        writeToUpstream(frame, upstream: upstream)
+        waitingForAudit = false
+        drainPending()
     }
 
     private func drainPending() {
@@ -826,6 +856,21 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         return String(comment.dropFirst("intent:".count).trimmingCharacters(in: .whitespaces).prefix(1024))
     }
 
+    /// The statements of a simple Query, as PostgreSQL's parser splits them, so each is recorded
+    /// (and answered) on its own. The parser runs only when a `;` could separate two statements;
+    /// text it cannot parse stays one statement (the server will refuse it too).
+    static func statements(in sql: String) -> [String] {
+        var body = sql.utf8[...]
+        while let last = body.last, last == UInt8(ascii: ";") || last == UInt8(ascii: " ") || last == UInt8(ascii: "\n")
+                || last == UInt8(ascii: "\t") || last == UInt8(ascii: "\r") {
+            body = body.dropLast()
+        }
+        guard body.contains(UInt8(ascii: ";")) else { return [sql] }
+        let inspection = SQLInspector.inspect(sql)
+        guard inspection.failure == nil, inspection.statements.count > 1 else { return [sql] }
+        return inspection.statements.map(\.text)
+    }
+
     /// `application_name` of the form `intent: ...`.
     static func intent(inApplicationName name: String) -> String? {
         let trimmed = name.trimmingCharacters(in: .whitespaces)
@@ -908,5 +953,22 @@ final class UpstreamHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         session.value.upstreamFailed(error, channel: context.channel)
         context.close(promise: nil)
+    }
+}
+
+/// Results of several request events appended together, in order, handed over once all are in.
+private final class CollectedEvents {
+    private var results: [Result<AuditEvent, any Error>?]
+    private var missing: Int
+
+    init(expected: Int) {
+        results = Array(repeating: nil, count: expected)
+        missing = expected
+    }
+
+    func add(_ result: Result<AuditEvent, any Error>, at index: Int) -> [Result<AuditEvent, any Error>]? {
+        results[index] = result
+        missing -= 1
+        return missing == 0 ? results.compactMap { $0 } : nil
     }
 }

@@ -63,6 +63,29 @@ def psql(gw, sql: str, dbname="app-scram", password: str | None = None, extra: l
     )
 
 
+def test_each_statement_of_a_multi_statement_query_is_its_own_event(gw):
+    """psql -c sends all three statements in one simple Query; the trail holds three statements,
+    each with its own result, and the one the server never ran says so."""
+    result = psql(gw, "SELECT 1 AS one; /* intent: divide */ SELECT 2/0; DELETE FROM orders WHERE false")
+    assert result.returncode != 0 and "division by zero" in result.stderr
+    events = gw.events()
+    queries = [e for e in events if e["record"]["operation"]["kind"] == "sql.query"]
+    assert [q["record"]["operation"]["text"] for q in queries] == [
+        "SELECT 1 AS one", "/* intent: divide */ SELECT 2/0", "DELETE FROM orders WHERE false"]
+    assert queries[1]["record"]["operation"]["intent"] == "divide"
+    deadline = time.time() + 5
+    while True:
+        results = {e["record"]["operation"]["text"]: e["record"]["outcome"] for e in gw.events()
+                   if e["record"]["operation"]["kind"] == "sql.result"}
+        if len(results) == 3 or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    first, second, third = (results[f"result of event {q['seq']}"] for q in queries)
+    assert first["status"] == "SELECT 1" and first["rows"] == 1
+    assert second["errorCode"] == "22012"
+    assert third["status"] == "skipped", "the DELETE never ran"
+
+
 def test_application_name_states_the_intent_of_a_session(gw):
     """`application_name=intent: ...` (at connect, or later with SET) is recorded as the intent of
     every statement that states none of its own in a leading comment."""
