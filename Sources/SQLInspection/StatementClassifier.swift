@@ -189,7 +189,7 @@ struct StatementClassifier {
         "InsertStmt": .insert, "UpdateStmt": .update, "DeleteStmt": .delete, "MergeStmt": .merge,
     ]
 
-    private static func definitionKind(_ type: String) -> SQLStatementKind? {
+    static func definitionKind(_ type: String) -> SQLStatementKind? {
         if createTypes.contains(type) { return .create }
         if alterTypes.contains(type) { return .alter }
         if dropTypes.contains(type) { return .drop }

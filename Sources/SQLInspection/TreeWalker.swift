@@ -131,7 +131,13 @@ struct TreeWalker {
         case "MergeStmt":
             visitModification(.merge, fields, scope, nested: nested)
         default:
-            visitFields(fields, scope)
+            if nested, StatementClassifier.definitionKind(type) != nil {
+                // A definition inside another (CREATE SCHEMA s CREATE TABLE t …): the relations it
+                // changes are written, as when it stands alone.
+                visitFields(fields, targets: StatementClassifier.changedRelationFields, scope: scope)
+            } else {
+                visitFields(fields, scope)
+            }
         }
     }
 
