@@ -64,34 +64,63 @@ extension PgQuery.ParserError {
 /// builds left-deep trees from operator chains without bound: `SELECT 1+1+1+…` nests one level per
 /// two bytes. Measured here (libpg_query 15-4.0, x86-64), printing costs about 128 bytes of stack
 /// per level, so 64 bytes per input byte: 8 MiB of stack overflows at about 130 KiB of `+1`, and a
-/// 512 KiB thread at about 8 KiB. A stack overflow is a crash of the whole gateway, so inputs that
-/// could need more than a small, always-available stack run on a thread of their own, sized from
-/// the input.
+/// 512 KiB thread at about 8 KiB. Reading the JSON and walking the tree recurse once or twice per
+/// JSON level too, with large frames in debug builds (about 450 KiB at the 500-level limit). A
+/// stack overflow is a crash of the whole gateway, so work that could need more than a small,
+/// always-available stack runs on a thread of its own: parsing by the input's size, reading and
+/// walking by the depth of the JSON (measured first, by a scan that does not recurse).
+///
+/// Work kept on the caller's thread needs at most about 128 KiB of stack in a debug build
+/// (measured; a test runs the worst cases on a 256 KiB thread): inside the 512 KiB that the
+/// smallest common thread stacks have (Darwin's secondary threads; Linux threads get 8 MiB).
 enum DeepWork {
-    /// Inputs up to this many bytes run on the caller's thread: at most about 128 KiB of parser
-    /// stack, well inside the 512 KiB that the smallest common thread stacks have (Darwin secondary
-    /// threads; Linux threads get 8 MiB).
-    static let inlineLimit = 2 * 1024
+    /// Inputs up to this many bytes are parsed on the caller's thread: at most 64 KiB of parser
+    /// stack.
+    static let inlineLimit = 1024
 
-    /// Stack for a dedicated thread: twice the measured worst case per input byte, plus room for
-    /// the JSON reader and the tree walk (both bounded by the JSON nesting limit). Only touched
-    /// pages cost memory; the rest is address space.
+    /// Trees up to this JSON depth are read and walked on the caller's thread. Ordinary
+    /// statements are far shallower: a join with a subquery is about 20, three nested subqueries
+    /// in a WITH query about 35.
+    static let inlineTreeDepth = 128
+
+    /// Stack for reading and walking a tree deeper than `inlineTreeDepth` (and at most
+    /// `SQLInspector.maximumTreeDepth`): several times what a debug build needs at the limit.
+    static let treeStackBytes = 4 * 1024 * 1024
+
+    /// Stack for parsing on a dedicated thread: twice the measured worst case per input byte,
+    /// plus room for libpg_query's own frames. Only touched pages cost memory; the rest is
+    /// address space.
     static func stackBytes(forInputBytes count: Int) -> Int {
-        let wanted = 1024 * 1024 + 128 * count
+        let wanted = 256 * 1024 + 128 * count
         let granule = 64 * 1024
         return (wanted + granule - 1) / granule * granule
     }
 
-    /// Runs `body` on the calling thread when the input is small, otherwise on a new thread with a
-    /// stack sized for the input, waiting for it. Returns nil only when no such thread could be
-    /// started (the caller treats that as "not understood").
+    /// Runs libpg_query work on the calling thread when the input is small, otherwise on a new
+    /// thread with a stack sized for the input, waiting for it. Returns nil only when no such
+    /// thread could be started (the caller treats that as "not understood").
     static func run<Value>(inputBytes: Int, _ body: () -> Value) -> Value? {
         if inputBytes <= inlineLimit {
             return body()
         }
-        return withoutActuallyEscaping(body) { body in
+        return onNewThread(stackBytes: stackBytes(forInputBytes: inputBytes), body)
+    }
+
+    /// Runs the reading and walking of a tree of JSON depth `treeDepth` on the calling thread
+    /// when it is shallow, otherwise on a new thread with `treeStackBytes`.
+    static func run<Value>(treeDepth: Int, _ body: () -> Value) -> Value? {
+        if treeDepth <= inlineTreeDepth {
+            return body()
+        }
+        return onNewThread(stackBytes: treeStackBytes, body)
+    }
+
+    /// Runs `body` on a new thread with `stackBytes` of stack and waits for it; nil when the
+    /// thread could not be started.
+    static func onNewThread<Value>(stackBytes: Int, _ body: () -> Value) -> Value? {
+        withoutActuallyEscaping(body) { body in
             let job = ThreadJob<Value>(body)
-            return job.runOnNewThread(stackBytes: stackBytes(forInputBytes: inputBytes)) ? job.result : nil
+            return job.runOnNewThread(stackBytes: stackBytes) ? job.result : nil
         }
     }
 }

@@ -206,7 +206,8 @@ public enum SQLStatementFlag: String, Sendable, Hashable, CaseIterable, Codable 
     /// Runs SQL that is only a string here: a DO block, or functions such as dblink and
     /// query_to_xml (`SQLFunctionCatalog.runsSQLText`).
     case dynamicSQL
-    /// A data-modifying statement inside another one: in a WITH clause, in COPY (…) TO, in a rule.
+    /// A data-modifying statement inside another one: in a WITH clause, in COPY (…) TO, in the
+    /// actions of a rule or the body of a SQL function being defined.
     case nestedDataModification
     /// SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE: takes row locks, which needs
     /// UPDATE privilege and blocks writers.

@@ -71,7 +71,7 @@ struct StatementClassifier {
 
     // MARK: Classification
 
-    private func classify(type: String, fields: [String: ParseTree]) -> SQLStatement {
+    private func classify(type: String, fields: ParseFields) -> SQLStatement {
         var walker = TreeWalker()
         var result = Draft()
         /// For statements that hold SQL of their own (SELECT, DML, COPY), which nested statements
@@ -163,10 +163,9 @@ struct StatementClassifier {
         default:
             guard let kind = Self.definitionKind(type) else { return unknown }
             allowedNested = nil
-            if type == "CreateForeignTableStmt", var base = fields["base"]?.fields {
+            if type == "CreateForeignTableStmt", let base = fields["base"]?.fields {
                 // CREATE FOREIGN TABLE wraps a CREATE TABLE.
-                base.merge(fields.filter { $0.key != "base" }) { current, _ in current }
-                walker.visitFields(base, targets: Self.changedRelationFields)
+                walker.visitFields(base.adding(fields.removing(["base"])), targets: Self.changedRelationFields)
             } else {
                 walker.visitFields(fields, targets: Self.changedRelationFields)
             }
@@ -190,7 +189,7 @@ struct StatementClassifier {
         "InsertStmt": .insert, "UpdateStmt": .update, "DeleteStmt": .delete, "MergeStmt": .merge,
     ]
 
-    private static func definitionKind(_ type: String) -> SQLStatementKind? {
+    static func definitionKind(_ type: String) -> SQLStatementKind? {
         if createTypes.contains(type) { return .create }
         if alterTypes.contains(type) { return .alter }
         if dropTypes.contains(type) { return .drop }
@@ -200,7 +199,7 @@ struct StatementClassifier {
     }
 
     /// COPY: which way, to or from what, and the relation or query.
-    private func classifyCopy(_ fields: [String: ParseTree], _ walker: inout TreeWalker, _ result: inout Draft) {
+    private func classifyCopy(_ fields: ParseFields, _ walker: inout TreeWalker, _ result: inout Draft) {
         let isFrom = fields.bool("is_from")
         let isProgram = fields.bool("is_program")
         let hasFile = fields.string("filename") != nil
@@ -221,7 +220,7 @@ struct StatementClassifier {
     }
 
     /// EXPLAIN plans its statement; with ANALYZE it runs it, so it is as risky as the statement.
-    private func classifyExplain(_ fields: [String: ParseTree]) -> SQLStatement {
+    private func classifyExplain(_ fields: ParseFields) -> SQLStatement {
         guard let query = fields["query"] else { return unknown }
         let inner = classify(query)
         guard !inner.isUnknown else { return unknown }
@@ -271,11 +270,11 @@ struct StatementClassifier {
 
     /// PREPARE: nothing runs yet, but EXECUTE will run exactly this, so it is reported as what it
     /// prepares.
-    private func classifyPrepare(_ fields: [String: ParseTree]) -> SQLStatement {
+    private func classifyPrepare(_ fields: ParseFields) -> SQLStatement {
         guard let query = fields["query"] else { return unknown }
         var walker = TreeWalker()
         // Parameter types are type names, but walk them like everything else.
-        walker.visitFields(fields.filter { $0.key != "query" }, targets: [])
+        walker.visitFields(fields.removing(["query"]), targets: [])
         let inner = classify(query)
         guard !inner.isUnknown, !walker.notUnderstood else { return unknown }
         var statement = inner
@@ -286,7 +285,7 @@ struct StatementClassifier {
     }
 
     /// DECLARE … CURSOR FOR <query>: the query runs as the cursor is fetched.
-    private func classifyDeclareCursor(_ fields: [String: ParseTree]) -> SQLStatement {
+    private func classifyDeclareCursor(_ fields: ParseFields) -> SQLStatement {
         guard let query = fields["query"] else { return unknown }
         let inner = classify(query)
         guard !inner.isUnknown else { return unknown }
@@ -297,7 +296,7 @@ struct StatementClassifier {
         return statement
     }
 
-    private func classifyTransaction(_ fields: [String: ParseTree], _ result: inout Draft) {
+    private func classifyTransaction(_ fields: ParseFields, _ result: inout Draft) {
         result.kind = .transaction
         switch fields.string("kind") {
         case "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED":
@@ -312,7 +311,7 @@ struct StatementClassifier {
         }
     }
 
-    private func classifySet(_ fields: [String: ParseTree], _ result: inout Draft) {
+    private func classifySet(_ fields: ParseFields, _ result: inout Draft) {
         result.kind = .setConfiguration
         result.flags.insert(.setsConfiguration)
         let name = fields.string("name")?.lowercased() ?? ""
@@ -322,10 +321,10 @@ struct StatementClassifier {
     }
 
     /// DROP: objects are name lists, not RangeVars; those of relation types are relations.
-    private func classifyDrop(_ fields: [String: ParseTree], _ walker: inout TreeWalker, _ result: inout Draft) {
+    private func classifyDrop(_ fields: ParseFields, _ walker: inout TreeWalker, _ result: inout Draft) {
         result.kind = .drop
         result.writes = true
-        walker.visitFields(fields.filter { $0.key != "objects" }, targets: [])
+        walker.visitFields(fields.removing(["objects"]), targets: [])
         guard Self.relationDropTypes.contains(fields.string("removeType") ?? "") else { return }
         for object in fields["objects"]?.elements ?? [] {
             let parts = (object.node?.fields["items"]?.elements ?? []).compactMap(\.stringNodeValue)

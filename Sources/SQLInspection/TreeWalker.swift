@@ -67,12 +67,12 @@ struct TreeWalker {
     // MARK: Entry points for the classifier
 
     /// Walks a statement node as the statement being classified (not as a nested one).
-    mutating func visitStatement(type: String, fields: [String: ParseTree], scope: Scope = .top) {
+    mutating func visitStatement(type: String, fields: ParseFields, scope: Scope = .top) {
         visitNode(type: type, fields: fields, scope: scope, nested: false)
     }
 
     /// Walks the fields of a statement: the ones named in `targets` as written, the rest as read.
-    mutating func visitFields(_ fields: [String: ParseTree], targets: Set<String>, scope: Scope = .top) {
+    mutating func visitFields(_ fields: ParseFields, targets: Set<String>, scope: Scope = .top) {
         for (key, value) in fields {
             visit(value, targets.contains(key) ? scope.target : scope.reading)
         }
@@ -105,13 +105,13 @@ struct TreeWalker {
     }
 
     /// Walks a call given without its node wrapper (CallStmt.funccall).
-    mutating func visitFunctionCall(_ fields: [String: ParseTree], _ scope: Scope) {
+    mutating func visitFunctionCall(_ fields: ParseFields, _ scope: Scope) {
         visitFuncCall(fields, scope)
     }
 
     // MARK: Nodes
 
-    private mutating func visitNode(type: String, fields: [String: ParseTree], scope: Scope, nested: Bool) {
+    private mutating func visitNode(type: String, fields: ParseFields, scope: Scope, nested: Bool) {
         if nested, type.hasSuffix("Stmt") {
             nestedStatementTypes.insert(type)
         }
@@ -131,19 +131,25 @@ struct TreeWalker {
         case "MergeStmt":
             visitModification(.merge, fields, scope, nested: nested)
         default:
-            visitFields(fields, scope)
+            if nested, StatementClassifier.definitionKind(type) != nil {
+                // A definition inside another (CREATE SCHEMA s CREATE TABLE t …): the relations it
+                // changes are written, as when it stands alone.
+                visitFields(fields, targets: StatementClassifier.changedRelationFields, scope: scope)
+            } else {
+                visitFields(fields, scope)
+            }
         }
     }
 
     /// Every field, under the WITH queries the node defines (if any).
-    private mutating func visitFields(_ fields: [String: ParseTree], _ scope: Scope) {
+    private mutating func visitFields(_ fields: ParseFields, _ scope: Scope) {
         let inner = withQueries(fields, scope)
         for (key, value) in fields where key != "withClause" {
             visit(value, inner)
         }
     }
 
-    private mutating func visitRangeVar(_ fields: [String: ParseTree], _ scope: Scope) {
+    private mutating func visitRangeVar(_ fields: ParseFields, _ scope: Scope) {
         guard let name = fields.string("relname") else {
             notUnderstood = true
             return
@@ -158,7 +164,7 @@ struct TreeWalker {
         // RangeVar has an alias and nothing else worth walking.
     }
 
-    private mutating func visitFuncCall(_ fields: [String: ParseTree], _ scope: Scope) {
+    private mutating func visitFuncCall(_ fields: ParseFields, _ scope: Scope) {
         let parts = (fields["funcname"]?.elements ?? []).compactMap(\.stringNodeValue)
         guard !parts.isEmpty else {
             notUnderstood = true
@@ -180,7 +186,7 @@ struct TreeWalker {
 
     /// SELECT, VALUES, TABLE, and set operations (whose branches, larg and rarg, are SelectStmt
     /// fields without a wrapper).
-    private mutating func visitSelect(_ fields: [String: ParseTree], _ scope: Scope) {
+    private mutating func visitSelect(_ fields: ParseFields, _ scope: Scope) {
         if let into = fields["intoClause"] {
             selectsInto = true
             visit(into, scope.target)
@@ -202,7 +208,7 @@ struct TreeWalker {
 
     /// INSERT, UPDATE, DELETE, MERGE: the target relation is written, everything else is read.
     private mutating func visitModification(
-        _ kind: SQLStatementKind, _ fields: [String: ParseTree], _ scope: Scope, nested: Bool
+        _ kind: SQLStatementKind, _ fields: ParseFields, _ scope: Scope, nested: Bool
     ) {
         if nested {
             nestedDataModifications.append(kind)
@@ -227,10 +233,10 @@ struct TreeWalker {
     /// which their names are visible. Visibility follows PostgreSQL: without RECURSIVE a WITH
     /// query sees only the ones before it (a later name means a table), with RECURSIVE it sees
     /// all of them.
-    private mutating func withQueries(_ fields: [String: ParseTree], _ scope: Scope) -> Scope {
+    private mutating func withQueries(_ fields: ParseFields, _ scope: Scope) -> Scope {
         guard let withClause = fields["withClause"]?.fields else { return scope }
         let recursive = withClause.bool("recursive")
-        let definitions = (withClause["ctes"]?.elements ?? []).map { element -> [String: ParseTree]? in
+        let definitions = (withClause["ctes"]?.elements ?? []).map { element -> ParseFields? in
             guard let node = element.node, node.type == "CommonTableExpr" else { return nil }
             return node.fields
         }

@@ -420,6 +420,9 @@ struct ClassificationTests {
         #expect(only("CREATE EXTENSION dblink").kind == .create)
         #expect(only("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'").kind == .create)
         #expect(only("CREATE ROLE r SUPERUSER").kind == .create)
+        // Definitions inside CREATE SCHEMA write what they define.
+        let schema = only("CREATE SCHEMA s CREATE TABLE t (a int) CREATE VIEW v AS SELECT * FROM x")
+        #expect(schema.relations == [written("t"), written("v"), read("x")])
     }
 
     @Test func grantAndRevokeChangePrivileges() {

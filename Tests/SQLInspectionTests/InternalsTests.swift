@@ -59,6 +59,13 @@ struct InternalsTests {
         #expect(statement.flags.contains(.serverFileAccess))
     }
 
+    @Test func jsonDepthIsMeasuredOutsideStrings() {
+        #expect(ParseTreeReader.depth(of: Array(#"{"a": [1, {"b": "[[[{{{"}]}"#.utf8)) == 3)
+        #expect(ParseTreeReader.depth(of: Array(#"{"a": "\"[[["}"#.utf8)) == 1)
+        #expect(ParseTreeReader.depth(of: Array("[]".utf8)) == 1)
+        #expect(ParseTreeReader.depth(of: Array("1".utf8)) == 0)
+    }
+
     @Test func statementRangesFollowTheParsersConventions() {
         let bytes = Array("SELECT 1;  DELETE FROM t  ".utf8)
         // stmt_location and stmt_len both present.
@@ -83,14 +90,45 @@ struct InternalsTests {
         #expect(StatementClassifier.booleanOption(.object(["A_Const": .object([:])])))
     }
 
-    @Test func jsonDepthIsMeasuredOutsideStrings() {
-        #expect(ParseTreeReader.depth(of: Array(#"{"a": [1, {"b": "[[[{{{"}]}"#.utf8)) == 3)
-        #expect(ParseTreeReader.depth(of: Array(#"{"a": "\"[[["}"#.utf8)) == 1)
-        #expect(ParseTreeReader.depth(of: Array("[]".utf8)) == 1)
+    /// The longest input built by `make` whose tree is still read on the caller's thread.
+    static func deepestInline(_ make: (Int) -> String) throws -> String {
+        var count = 1
+        while ParseTreeReader.depth(of: try PgQuery.parseTreeJSON(make(count + 1)).get()) <= DeepWork.inlineTreeDepth {
+            count += 1
+        }
+        return make(count)
+    }
+
+    @Test func theWorstCasesKeptOnTheCallersThreadFitInASmallStack() throws {
+        // Parsing inputs up to DeepWork.inlineLimit, and reading and walking trees up to
+        // DeepWork.inlineTreeDepth, happen on the caller's thread. Their worst cases must fit in
+        // 256 KiB (Darwin's secondary threads have 512 KiB; a debug build needs about 128 KiB);
+        // an overflow here crashes the test run.
+        let inputs = [
+            "SELECT 1" + String(repeating: "+1", count: (DeepWork.inlineLimit - 8) / 2),
+            try Self.deepestInline { "SELECT 1" + String(repeating: "+1", count: $0) },
+            try Self.deepestInline { "SELECT 1" + String(repeating: " UNION SELECT 1", count: $0) },
+            try Self.deepestInline { "SELECT " + String(repeating: "(SELECT ", count: $0) + "1" + String(repeating: ")", count: $0) },
+        ]
+        let inspections = inputs.compactMap { sql in
+            DeepWork.onNewThread(stackBytes: 256 * 1024) { SQLInspector.inspect(sql) }
+        }
+        #expect(inspections.map(\.failure) == [.nestedTooDeeply, nil, nil, nil])
+    }
+
+    @Test func treesDeeperThanTheInlineLimitAreReadOnTheirOwnThread() {
+        // A short input with a tree near the depth limit: read and walked inline, it would need
+        // about 450 KiB of stack in a debug build, so on a 256 KiB thread this only passes if the
+        // work moves to a thread of its own.
+        let sql = "SELECT 1" + String(repeating: "+1", count: 240)
+        #expect(sql.utf8.count <= DeepWork.inlineLimit)
+        let inspection = DeepWork.onNewThread(stackBytes: 256 * 1024) { SQLInspector.inspect(sql) }
+        #expect(inspection?.failure == nil)
+        #expect(inspection?.statements.map(\.kind) == [.select])
     }
 
     @Test func theStackForDeepWorkGrowsWithTheInput() {
-        #expect(DeepWork.stackBytes(forInputBytes: 0) >= 1024 * 1024)
+        #expect(DeepWork.stackBytes(forInputBytes: 0) >= 256 * 1024)
         // The measured worst case is 64 bytes of parser stack per input byte.
         let forOneMiB = DeepWork.stackBytes(forInputBytes: SQLInspector.maximumInputBytes)
         #expect(forOneMiB >= 64 * SQLInspector.maximumInputBytes * 2)
