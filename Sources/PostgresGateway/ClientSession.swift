@@ -860,6 +860,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// (and answered) on its own. The parser runs only when a `;` could separate two statements;
     /// text it cannot parse stays one statement (the server will refuse it too).
     static func statements(in sql: String) -> [String] {
+        // The parser runs on the event loop: a huge script stays one event rather than stalling it.
+        guard sql.utf8.count <= maximumSplitBytes else { return [sql] }
         var body = sql.utf8[...]
         while let last = body.last, last == UInt8(ascii: ";") || last == UInt8(ascii: " ") || last == UInt8(ascii: "\n")
                 || last == UInt8(ascii: "\t") || last == UInt8(ascii: "\r") {
@@ -870,6 +872,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         guard inspection.failure == nil, inspection.statements.count > 1 else { return [sql] }
         return inspection.statements.map(\.text)
     }
+
+    /// Largest simple Query split into its statements (parsing costs about 0.5 ms per KiB).
+    static let maximumSplitBytes = 16 * 1024
 
     /// `application_name` of the form `intent: ...`.
     static func intent(inApplicationName name: String) -> String? {
