@@ -192,11 +192,8 @@ public final class Gateway: Sendable {
 extension Gateway {
     static func serverTLS(_ postgres: GatehouseConfig.Postgres) throws -> NIOSSLContext? {
         guard let certificate = postgres.tlsCertificate, let key = postgres.tlsKey else { return nil }
+        let configuration = try serverTLS(certificate: certificate, key: key, code: "postgres.tls", listener: "PostgreSQL")
         do {
-            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
-            var configuration = TLSConfiguration.makeServerConfiguration(
-                certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-            configuration.minimumTLSVersion = .tlsv12
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw GatehouseError("postgres.tls", "cannot load the PostgreSQL listener's TLS certificate or key")
@@ -205,6 +202,11 @@ extension Gateway {
 
     static func httpServerTLS(_ http: GatehouseConfig.HTTP) throws -> TLSConfiguration? {
         guard let certificate = http.tlsCertificate, let key = http.tlsKey else { return nil }
+        return try serverTLS(certificate: certificate, key: key, code: "http.tls", listener: "HTTP")
+    }
+
+    /// TLS 1.2+ for a listener, from PEM files.
+    static func serverTLS(certificate: String, key: String, code: String, listener: String) throws -> TLSConfiguration {
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
             var configuration = TLSConfiguration.makeServerConfiguration(
@@ -212,7 +214,7 @@ extension Gateway {
             configuration.minimumTLSVersion = .tlsv12
             return configuration
         } catch {
-            throw GatehouseError("http.tls", "cannot load the HTTP listener's TLS certificate or key")
+            throw GatehouseError(code, "cannot load the \(listener) listener's TLS certificate or key")
         }
     }
 
@@ -287,43 +289,32 @@ extension Gateway {
 
     static func httpTLS(_ connection: GatehouseConfig.Connection) throws -> TLSConfiguration? {
         guard connection.upstream.scheme?.lowercased() == "https" else { return nil }
+        // `disable` cannot mean plain http to an https URL; like `require` it encrypts without verifying.
+        return try clientTLS(connection, verify: connection.upstreamTLS == .verifyFull)
+    }
+
+    /// TLS 1.2+ to an upstream, verified against `ca_file` (or the system roots) when asked.
+    static func clientTLS(_ connection: GatehouseConfig.Connection, verify: Bool) throws -> TLSConfiguration {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
-        switch connection.upstreamTLS {
-        case .disable, .require:
-            // `disable` cannot mean plain http to an https URL; both encrypt without verifying.
+        guard verify else {
             configuration.certificateVerification = .none
-        case .verifyFull:
-            configuration.certificateVerification = .fullVerification
-            if let caFile = connection.caFile {
-                do {
-                    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
-                } catch {
-                    throw GatehouseError("http.upstream-ca", "cannot read ca_file of connection \(connection.name)")
-                }
+            return configuration
+        }
+        configuration.certificateVerification = .fullVerification
+        if let caFile = connection.caFile {
+            do {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+            } catch {
+                throw GatehouseError("\(connection.kind.rawValue).upstream-ca", "cannot read ca_file of connection \(connection.name)")
             }
         }
         return configuration
     }
 
     static func upstreamTLS(_ connection: GatehouseConfig.Connection) throws -> UpstreamTLS? {
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.minimumTLSVersion = .tlsv12
-        switch connection.upstreamTLS {
-        case .disable:
-            return nil
-        case .require:
-            configuration.certificateVerification = .none
-        case .verifyFull:
-            configuration.certificateVerification = .fullVerification
-            if let caFile = connection.caFile {
-                do {
-                    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
-                } catch {
-                    throw GatehouseError("postgres.upstream-ca", "cannot read ca_file of connection \(connection.name)")
-                }
-            }
-        }
+        guard connection.upstreamTLS != .disable else { return nil }
+        let configuration = try clientTLS(connection, verify: connection.upstreamTLS == .verifyFull)
         do {
             let host = connection.upstream.host ?? "127.0.0.1"
             // SNI cannot carry an IP address; without a name NIOSSL checks the certificate's IP
