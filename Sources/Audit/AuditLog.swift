@@ -38,6 +38,7 @@ public final class AuditLog: Sendable {
 
     private struct State {
         var queue: [Pending] = []
+        var queuedBytes = 0
         var flushScheduled = false
         var closed = false
         var sinceCheckpoint = 0
@@ -50,6 +51,7 @@ public final class AuditLog: Sendable {
     private let checkpointEvery: Int
     private let maxBatch: Int
     private let maxQueueDepth: Int
+    private let maxQueueBytes: Int
     private let flushDelay: Duration
     private let logger: Logger
 
@@ -63,6 +65,8 @@ public final class AuditLog: Sendable {
     private let queueDepth = Gauge(label: "gatehouse_audit_queue_depth")
     private let failures = Counter(label: "gatehouse_audit_append_failures_total")
 
+    /// - Parameter maxQueueBytes: encoded bytes allowed to wait, so large payloads cannot pile up
+    ///   in memory while the store is slow; beyond it appends are refused too.
     /// - Parameter maxQueueDepth: events allowed to wait; beyond it appends are refused at once
     ///   (fail closed) rather than letting memory and latency grow without bound.
     /// - Parameter flushDelay: how long an `appendEventually` event may wait for a write to join.
@@ -72,6 +76,7 @@ public final class AuditLog: Sendable {
         checkpointEvery: Int = 1000,
         maxBatch: Int = 512,
         maxQueueDepth: Int = 65_536,
+        maxQueueBytes: Int = 256 << 20,
         flushDelay: Duration = .milliseconds(20),
         logger: Logger
     ) {
@@ -80,6 +85,7 @@ public final class AuditLog: Sendable {
         self.checkpointEvery = max(1, checkpointEvery)
         self.maxBatch = max(1, maxBatch)
         self.maxQueueDepth = max(1, maxQueueDepth)
+        self.maxQueueBytes = max(1, maxQueueBytes)
         self.flushDelay = flushDelay
         self.logger = logger
     }
@@ -178,7 +184,10 @@ public final class AuditLog: Sendable {
         enum Admission { case refused(any Error), queued(flushNow: Bool, schedule: Bool) }
         let admission = state.withLock { state -> Admission in
             guard !state.closed else { return .refused(AuditErrors.closed()) }
-            guard state.queue.count < maxQueueDepth else { return .refused(AuditErrors.overloaded(depth: state.queue.count)) }
+            guard state.queue.count < maxQueueDepth, state.queuedBytes + item.json.count <= maxQueueBytes else {
+                return .refused(AuditErrors.overloaded(depth: state.queue.count))
+            }
+            state.queuedBytes += item.json.count
             state.queue.append(Pending(item: item, completion: completion))
             let flushNow = delay == .zero || state.queue.count >= maxBatch
             let schedule = !state.flushScheduled || flushNow
@@ -228,7 +237,10 @@ public final class AuditLog: Sendable {
         // A scheduled flush stays scheduled (it finds the queue empty): re-arming a timer on every
         // statement would cost more than the one spare wake-up.
         var items = state.withLock { state -> [Pending] in
-            defer { state.queue.removeAll(keepingCapacity: true) }
+            defer {
+                state.queue.removeAll(keepingCapacity: true)
+                state.queuedBytes = 0
+            }
             return state.queue
         }
         queueDepth.record(0)

@@ -161,6 +161,27 @@ struct AuditLogTests {
         #expect(try await Fixture.verify(harness, with: signer.verifier).eventCount == 1)
     }
 
+    @Test func queuedBytesAreBounded() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        var big = Fixture.record(1)
+        big.payload = String(repeating: "x", count: 1000)
+        let size = try EncodedAuditRecord(big).json.count
+        let log = AuditLog(
+            store: try await harness.openStore(), signer: signer, maxQueueBytes: size * 5 / 2, flushDelay: .seconds(60),
+            logger: Fixture.logger)
+        log.appendEventually(big)
+        log.appendEventually(big)
+        #expect(log.statistics.failedAppends == 0)
+        log.appendEventually(big)
+        #expect(log.statistics.failedAppends == 1, "the third would pass the byte budget and is refused")
+        _ = try log.appendNow(Fixture.record(2))
+        #expect(log.statistics.events == 3, "the two queued events were written with the inline one")
+        log.appendEventually(big)
+        #expect(log.statistics.failedAppends == 1, "written events no longer count against the budget")
+        try await log.shutdown()
+    }
+
     @Test func inlineAppendFailsClosedWithABrokenStore() async throws {
         let log = AuditLog(store: BrokenStore(), signer: signer, logger: Fixture.logger)
         let error = #expect(throws: GatehouseError.self) { _ = try log.appendNow(Fixture.record(1)) }
