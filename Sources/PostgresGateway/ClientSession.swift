@@ -84,10 +84,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     static let refusedStartupParameters: Set<String> = ["options", "role", "session_authorization", "replication"]
 
     /// What goes upstream: the client's settings, minus its own identity, with the text encoding
-    /// pinned to UTF-8 so the server runs exactly the text the gateway recorded.
+    /// pinned to UTF-8 so the server runs exactly the text the gateway recorded, and standard
+    /// conforming strings on, the way the gateway's SQL parser reads backslashes in literals.
     static func upstreamParameters(_ parameters: [StartupParameter]) -> [StartupParameter] {
-        parameters.filter { !["user", "database", "client_encoding"].contains($0.name.lowercased()) }
-            + [StartupParameter(name: "client_encoding", value: "UTF8")]
+        let pinned = ["client_encoding": "UTF8", "standard_conforming_strings": "on"]
+        return parameters.filter { !["user", "database"].contains($0.name.lowercased()) && pinned[$0.name.lowercased()] == nil }
+            + pinned.sorted { $0.key < $1.key }.map { StartupParameter(name: $0.key, value: $0.value) }
     }
 
     /// Prepared statements (and, separately, named portals) one session may hold in the gateway's memory.

@@ -416,6 +416,7 @@ def test_startup_settings_are_recorded_and_identity_changing_ones_refused(gw):
     assert result.returncode == 0 and result.stdout.strip() == "UTF8"
     [connect] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.connect"]
     assert "client_encoding=UTF8" in connect["operation"]["text"]
+    assert "standard_conforming_strings=on" in connect["operation"]["text"]
     assert connect["decision"]["reason"] == "group dev is allowed"
 
 
