@@ -132,11 +132,17 @@ public final class HTTPProxy: Sendable {
 
         // The request event, with the first body bytes, is committed before anything is forwarded.
         let body = RequestBodyRest(request.body.makeAsyncIterator())
-        let prefix: BodyPrefix
+        var prefix = BodyPrefix(limit: settings.maxRecordedBodyBytes)
         do {
-            let limit = settings.maxRecordedBodyBytes
-            prefix = try await withDeadline(target.readTimeout, code: "http.body-timeout", what: "the request body") {
-                try await Self.readPrefix(of: body, upTo: limit)
+            if Self.hasBody(request) {
+                // Only a body can keep the gateway waiting; a deadline costs two tasks, so bodiless
+                // requests (most of them) go without.
+                let limit = settings.maxRecordedBodyBytes
+                prefix = try await withDeadline(target.readTimeout, code: "http.body-timeout", what: "the request body") {
+                    try await Self.readPrefix(of: body, upTo: limit)
+                }
+            } else {
+                prefix.complete = true
             }
         } catch {
             return try await refuse(&exchange, .requestTimeout, "the request body did not arrive in time",
@@ -309,7 +315,9 @@ public final class HTTPProxy: Sendable {
     /// The recorded request or response: headers (credentials redacted) and the first body bytes,
     /// always valid JSON within `maxBytes` (the body is cut further if the headers leave no room).
     static func payload(headers: [(String, String)], body: String?, truncated: Bool, maxBytes: Int) -> (text: String, truncated: Bool) {
-        // Headers get at most half the room, so padding them cannot push the body out of the record.
+        let whole = write(headers, body: body, bodyCut: truncated, headersCut: false)
+        if whole.utf8.count <= maxBytes { return (whole, truncated) }
+        // Too large: headers get at most half the room, so padding them cannot push the body out.
         var kept = headers
         var headersCut = false
         while !kept.isEmpty, write(kept, body: nil, bodyCut: false, headersCut: true).utf8.count > maxBytes / 2 {
@@ -407,6 +415,13 @@ public final class HTTPProxy: Sendable {
             return String(address[address.index(after: address.startIndex)..<close])
         }
         return String(address.split(separator: ":").first ?? Substring(address))
+    }
+
+    /// Whether the request announces a body: a positive Content-Length or any Transfer-Encoding.
+    static func hasBody(_ request: Request) -> Bool {
+        if request.headers[.transferEncoding] != nil { return true }
+        guard let length = request.headers[.contentLength] else { return false }
+        return Int64(length).map { $0 > 0 } ?? true
     }
 
     static func readPrefix(of body: RequestBodyRest, upTo limit: Int) async throws -> BodyPrefix {

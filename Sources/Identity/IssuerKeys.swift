@@ -25,7 +25,12 @@ public actor IssuerKeys {
         var material: Data
     }
 
-    private var keys: [String: PinnedKey] = [:]
+    private var keys: [String: PinnedKey] = [:] {
+        didSet { publishedMaterial.set(keys.mapValues(\.material)) }
+    }
+    /// The published keys' material, readable without entering the actor: every request with a
+    /// remembered token checks it, and an actor hop per request would serialize them all.
+    private nonisolated let publishedMaterial = PublishedMaterial()
     private var lastAttempt: Date?
     private var inFlight: Task<Void, Error>?
 
@@ -91,9 +96,11 @@ public actor IssuerKeys {
 
     /// Whether this exact key is still published (no refetch): a token verified with it earlier may
     /// be trusted again without checking its signature.
-    func stillPublishes(_ kid: String?, material: Data) -> Bool {
-        if case .found(let key)? = lookup(kid) { return key.material == material }
-        return false
+    nonisolated func stillPublishes(_ kid: String?, material: Data) -> Bool {
+        let current = publishedMaterial.get()
+        if let kid { return current[kid] == material }
+        // Same rule as `lookup`: a kid-less token names the only key, or none.
+        return current.count == 1 && current.first?.value == material
     }
 
     private func lookup(_ kid: String?) -> Lookup? {
@@ -214,5 +221,23 @@ public actor IssuerKeys {
             return algorithm
         }
         return allowed.first
+    }
+}
+
+/// A lock-protected copy of an issuer's published key material.
+final class PublishedMaterial: @unchecked Sendable {
+    private let lock = NSLock()
+    private var material: [String: Data] = [:]
+
+    func get() -> [String: Data] {
+        lock.lock()
+        defer { lock.unlock() }
+        return material
+    }
+
+    func set(_ value: [String: Data]) {
+        lock.lock()
+        material = value
+        lock.unlock()
     }
 }

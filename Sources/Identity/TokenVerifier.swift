@@ -63,7 +63,7 @@ public struct TokenVerifier: Sendable {
         let now = now().timeIntervalSince1970
         if let entry = verified?.entry(for: credential, now: now) {
             // The signature was checked before; the key that checked it must still be published.
-            if await entry.keys.stillPublishes(entry.kid, material: entry.material) {
+            if entry.keys.stillPublishes(entry.kid, material: entry.material) {
                 var principal = entry.principal
                 principal.client = client
                 return principal
