@@ -341,7 +341,11 @@ public enum ConfigLoader {
             }
             switch forms.first {
             case "header":
-                if let name = section.string("header"), let value = section.secret("value", required: true) {
+                let name = section.string("header")
+                if let name, !name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }) {
+                    reader.report(line: section.lineOf("header"), "\(path).credential.header '\(name)' is not a valid header name")
+                }
+                if let name, let value = section.secret("value", required: true) {
                     credential = .header(name: name, value: value)
                 }
             case "bearer":
@@ -404,10 +408,6 @@ public enum ConfigLoader {
         let hosts = (entry.strings("hosts") ?? []).map { $0.lowercased() }
         for host in hosts where host.contains(":") || host.contains("/") || host.isEmpty {
             reader.report(line: entry.lineOf("hosts"), "\(path).hosts: '\(host)' must be a bare host name (no port, scheme or path)")
-        }
-        if let section = entry.section("credential"), let name = section.has("header") ? section.string("header") : nil,
-           !name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }) {
-            reader.report(line: section.lineOf("header"), "\(path).credential.header '\(name)' is not a valid header name")
         }
         return .init(
             credential: credential,

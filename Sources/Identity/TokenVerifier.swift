@@ -63,8 +63,8 @@ public struct TokenVerifier: Sendable {
         let now = now().timeIntervalSince1970
         if let entry = verified?.entry(for: credential, now: now) {
             // The signature was checked before; the key that checked it must still be published.
-            if entry.keys.stillPublishes(entry.kid, material: entry.material) {
-                var principal = entry.principal
+            if entry.checked.keys.stillPublishes(entry.checked.kid, material: entry.checked.material) {
+                var principal = entry.checked.principal
                 principal.client = client
                 return principal
             }
@@ -202,11 +202,9 @@ final class VerifiedTokenCache: @unchecked Sendable {
     static let capacity = 10_000
 
     struct Entry {
-        var principal: Principal
+        /// The check as it was made, without the client of the request that made it.
+        var checked: TokenVerifier.CheckedToken
         var until: Double
-        var keys: IssuerKeys
-        var kid: String?
-        var material: Data
     }
 
     private let lifetime: TimeInterval
@@ -242,10 +240,8 @@ final class VerifiedTokenCache: @unchecked Sendable {
             entries = entries.filter { now < $0.value.until }
             if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
         }
-        var principal = checked.principal
-        principal.client = ClientInfo()
-        entries[token] = Entry(
-            principal: principal, until: min(now + lifetime, checked.expires), keys: checked.keys, kid: checked.kid,
-            material: checked.material)
+        var stored = checked
+        stored.principal.client = ClientInfo()
+        entries[token] = Entry(checked: stored, until: min(now + lifetime, checked.expires))
     }
 }

@@ -108,6 +108,18 @@ struct HTTPConfigTests {
             """) == ["gatehouse.yaml:6: connections[0].credential needs exactly one of: header (with value), bearer, basic (username, password), query (with value)"])
     }
 
+    @Test func aCredentialHeaderMustBeAHeaderName() {
+        #expect(problems("""
+            connections:
+              - name: api
+                type: http
+                upstream: http://127.0.0.1:9000
+                credential:
+                  header: "X-Api Key:"
+                  value: env:KEY
+            """) == ["gatehouse.yaml:6: connections[0].credential.header 'X-Api Key:' is not a valid header name"])
+    }
+
     @Test func optionsOfTheOtherKindAreReported() {
         let found = problems("""
             connections:
