@@ -35,6 +35,9 @@ let package = Package(
             name: "GatehouseConfig",
             dependencies: [
                 "GatehouseCore",
+                "Policy",
+                "Masking",
+                "SQLInspection",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strictSwift6
@@ -65,9 +68,18 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        // Detectors and masking strategies for sensitive values; pure.
+        .target(
+            name: "Masking",
+            dependencies: [
+                "GatehouseCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSwift6
+        ),
         .target(
             name: "Policy",
-            dependencies: ["GatehouseCore"],
+            dependencies: ["GatehouseCore", "SQLInspection", "Masking"],
             swiftSettings: strictSwift6
         ),
         // PostgreSQL's own parser (libpg_query, Debian `libpg-query-dev`), seen from Swift.
@@ -155,6 +167,8 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseServer",
+                "Policy",
+                "SQLInspection",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift6
@@ -188,7 +202,8 @@ let package = Package(
             swiftSettings: strictSwift6
         ),
         .testTarget(name: "SQLInspectionTests", dependencies: ["SQLInspection"], swiftSettings: strictSwift6),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy", "GatehouseCore"], swiftSettings: strictSwift6),
+        .testTarget(name: "MaskingTests", dependencies: ["Masking"], swiftSettings: strictSwift6),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "GatehouseCore", "SQLInspection", "Masking"], swiftSettings: strictSwift6),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"], swiftSettings: strictSwift6),
         .testTarget(
             name: "IdentityTests",

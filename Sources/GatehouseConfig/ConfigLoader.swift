@@ -142,6 +142,7 @@ public enum ConfigLoader {
         let identity = buildIdentity(top.section("identity"), reader: reader, statePath: statePath)
         let audit = buildAudit(top.section("audit"), statePath: statePath)
         let connections = buildConnections(top, reader: reader)
+        let policy = buildPolicy(top.section("policy"), connections: connections, reader: reader, statePath: statePath)
         top.finish()
 
         return GatehouseConfig(
@@ -153,7 +154,10 @@ public enum ConfigLoader {
             audit: audit,
             postgres: postgres,
             http: http,
-            connections: connections
+            connections: connections,
+            policy: policy.policy,
+            maskKey: policy.maskKey,
+            maskKeyPath: policy.maskKeyPath
         )
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import Policy
 
 /// The whole gateway configuration, validated. Produced only by `ConfigLoader`, so every value here
 /// has been checked and every relative path resolved against the config file's directory.
@@ -15,6 +16,11 @@ public struct GatehouseConfig: Sendable {
     public var postgres: Postgres
     public var http: HTTP
     public var connections: [Connection]
+    /// Every rule of `policy` and of the connections' `requests`, validated.
+    public var policy: Policy
+    /// Key of the masks' keyed hash; nil: a random key kept at `maskKeyPath`, made on first use.
+    public var maskKey: SecretReference?
+    public var maskKeyPath: String
 
     /// The HTTP gateway's listener. Absent `listen` means the gateway does not proxy HTTP.
     public struct HTTP: Sendable {

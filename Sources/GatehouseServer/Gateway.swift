@@ -130,7 +130,8 @@ public final class Gateway: Sendable {
                 maxPayloadBytes: config.audit.maxPayloadBytes,
                 maxConnections: config.postgres.maxConnections,
                 node: config.gateway.node,
-                connections: try Self.postgresTargets(config))
+                connections: try Self.postgresTargets(config),
+                policy: config.policy)
             services.append(.init(service: PostgresListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
                 onBound: { port in await bound.report("postgres", port) })))
@@ -144,7 +145,8 @@ public final class Gateway: Sendable {
                 node: config.gateway.node,
                 maxRecordedBodyBytes: config.http.maxRecordedBodyBytes,
                 maxPayloadBytes: config.audit.maxPayloadBytes,
-                targets: try Self.httpTargets(config))
+                targets: try Self.httpTargets(config),
+                policy: config.policy)
             services.append(.init(service: HTTPGatewayListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
                 onBound: { port in await bound.report("http", port) })))
@@ -241,11 +243,6 @@ extension Gateway {
     static func httpTargets(_ config: GatehouseConfig) throws -> [HTTPTarget] {
         try config.connections.filter { $0.kind == .http }.map { connection in
             let options = connection.http
-            let rules = (options?.requests ?? []).map {
-                HTTPRequestRule(
-                    name: $0.name, effect: $0.effect == .deny ? .deny : .allow, methods: $0.methods, paths: $0.paths,
-                    groups: $0.groups, subjects: $0.subjects, agents: $0.agents)
-            }
             return HTTPTarget(
                 name: connection.name,
                 baseURL: connection.upstream,
@@ -253,7 +250,6 @@ extension Gateway {
                 access: ConnectionAccess(
                     connection: connection.name, groups: connection.allow.groups,
                     subjects: connection.allow.subjects, agents: connection.allow.agents),
-                requests: HTTPRequestPolicy(connection: connection.name, rules: rules),
                 credential: options?.credential.map(Self.credentialProvider),
                 credentialHeader: options?.credential.flatMap(Self.credentialHeader),
                 credentialQueryParameter: options?.credential.flatMap(Self.credentialQueryParameter),

@@ -28,7 +28,6 @@ public struct HTTPTarget: Sendable {
     /// Host names that reach this connection directly (`Host: name`), besides `/c/NAME/`.
     public var hosts: [String]
     public var access: ConnectionAccess
-    public var requests: HTTPRequestPolicy
     /// Resolved for every request, so a rotated `file:` secret takes effect without a restart.
     public var credential: (@Sendable () throws -> UpstreamCredential)?
     /// The header the credential travels in, if it is a header: redacted wherever it is recorded.
@@ -45,7 +44,7 @@ public struct HTTPTarget: Sendable {
     public var totalTimeout: Duration
 
     public init(
-        name: String, baseURL: URL, hosts: [String] = [], access: ConnectionAccess, requests: HTTPRequestPolicy? = nil,
+        name: String, baseURL: URL, hosts: [String] = [], access: ConnectionAccess,
         credential: (@Sendable () throws -> UpstreamCredential)? = nil, credentialHeader: String? = nil,
         credentialQueryParameter: String? = nil,
         tls: TLSConfiguration? = nil,
@@ -55,7 +54,6 @@ public struct HTTPTarget: Sendable {
         self.baseURL = baseURL
         self.hosts = hosts.map { $0.lowercased() }
         self.access = access
-        self.requests = requests ?? HTTPRequestPolicy(connection: name, rules: [])
         self.credential = credential
         self.credentialHeader = credentialHeader?.lowercased()
         self.credentialQueryParameter = credentialQueryParameter
@@ -79,8 +77,10 @@ public struct HTTPGatewaySettings: Sendable {
     /// Largest audit payload (headers and body prefix together).
     public var maxPayloadBytes: Int
     public var targets: [HTTPTarget]
+    /// The gateway's one policy; HTTP requests are decided by its rules.
+    public var policy: Policy
 
-    public init(host: String, port: Int, idleTimeout: Duration = .seconds(60), tls: TLSConfiguration? = nil, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget]) {
+    public init(host: String, port: Int, idleTimeout: Duration = .seconds(60), tls: TLSConfiguration? = nil, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget], policy: Policy = Policy()) {
         self.host = host
         self.port = port
         self.idleTimeout = idleTimeout
@@ -89,5 +89,6 @@ public struct HTTPGatewaySettings: Sendable {
         self.maxRecordedBodyBytes = maxRecordedBodyBytes
         self.maxPayloadBytes = maxPayloadBytes
         self.targets = targets
+        self.policy = policy
     }
 }

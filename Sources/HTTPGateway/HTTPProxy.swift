@@ -125,7 +125,13 @@ public final class HTTPProxy: Sendable {
         guard access.effect == .allow else {
             return try await refuse(&exchange, .forbidden, access.reason ?? "not allowed", decision: access, errorCode: "connection-denied")
         }
-        let decision = target.requests.decide(principal: principal, method: request.method.rawValue, path: path.decoded)
+        let evaluation = settings.policy.evaluate(
+            principal: principal, connection: target.name, operation: .http(method: request.method.rawValue, path: path.decoded))
+        var decision = evaluation.decision
+        if decision.effect == .review {
+            // Holding a request for approval is not built yet; until it is, what needs approval is refused.
+            decision = .deny(rule: decision.rule, reason: (decision.reason ?? "approval required") + "; approvals are not available on this gateway yet")
+        }
         guard decision.effect == .allow else {
             return try await refuse(&exchange, .forbidden, decision.reason ?? "not allowed", decision: decision, errorCode: "request-denied")
         }

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Policy
 import PostgresWire
 
 /// One client connection: TLS negotiation, token authentication, the upstream login with the
@@ -52,6 +53,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Client frames wait here while an audit event is being committed; order is preserved and the
     /// client is not read from until the queue drains.
     private var pending: [PostgresFrame] = []
+    /// True while a statement is being inspected off the loop or its request event committed.
     private var waitingForAudit = false
     /// `application_name = 'intent: ...'`: the intent of every statement that states none itself.
     /// Follows `SET application_name` through the server's ParameterStatus reports.
@@ -61,10 +63,24 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var upstreamWritable = true
     private var clientReading = true
 
-    /// Extended protocol: what each prepared statement and portal will run, for the trail.
-    private var statements: [String: (sql: String, parameterTypes: [UInt32])] = [:]
+    /// Extended protocol: what each prepared statement and portal will run, for the trail, and
+    /// what the policy said about it.
+    private struct Prepared {
+        var sql: String
+        var parameterTypes: [UInt32]
+        var controls: StatementControls
+    }
+
+    private var statements: [String: Prepared] = [:]
+    /// Statements prepared with SQL (`PREPARE name AS …`), so an `EXECUTE name` is decided as what
+    /// it runs.
+    private var sqlPrepared: [String: SQLStatement] = [:]
+    /// Statements the policy refused, by id: the server's error for the stand-in that was sent in
+    /// their place is replaced by this one.
+    private var refusals: [Int: Refusal] = [:]
     private struct Portal {
         var formats: [Int16]
+        var controls: StatementControls
         /// The statement id whose request event (recorded at Bind) covers this portal's executions.
         var statementID: Int
         /// The first Execute uses the tracker entry made at Bind; later ones (a suspended portal
@@ -73,6 +89,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private var portals: [String: Portal] = [:]
+    /// Rows passed to the client per statement (all executions of a portal count together).
+    private var rowsSent: [Int: Int] = [:]
+    /// A result being stopped at its row limit.
+    private var cut: RowLimitCut?
+    /// Server messages held after a cut until the cancel sent for it has arrived.
+    private var heldUntilCancelled: [PostgresFrame]?
     private var tracker: StatementTracker
     private var nextStatementID = 0
     /// Request events committed whose statements have not finished yet, by statement id.
@@ -443,23 +465,16 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         switch frame.type {
         case UInt8(ascii: "Q"):
             guard case .query(let sql) = try? FrontendMessage.parse(frame) else { return malformed() }
-            let statements = Self.statements(in: sql)
-            recordThenForward(frame, statements: statements.map { ($0, nil) }, kind: "sql.query") { ids in
-                self.tracker.querySent(ids.map { .init(id: $0, started: now) })
-            }
+            inspectThen(sql) { inspection in self.relayQuery(frame, sql: sql, inspection: inspection, now: now) }
             return
         case UInt8(ascii: "P"):
             guard case .parse(let parse) = try? FrontendMessage.parse(frame) else { return malformed() }
-            // The server refuses to redefine a named statement without Close; so does the record of it.
-            if parse.statementName.isEmpty || statements[parse.statementName] == nil {
-                guard statements.count < Self.maxPreparedStatements else {
-                    return fatal(sqlState: "54000", message: "too many prepared statements in this session (limit \(Self.maxPreparedStatements))")
-                }
-                statements[parse.statementName] = (parse.query, parse.parameterTypes)
-            }
+            inspectThen(parse.query) { inspection in self.relayParse(frame, parse, inspection: inspection, now: now) }
+            return
         case UInt8(ascii: "B"):
             guard case .bind(let bind) = try? FrontendMessage.parse(frame) else { return malformed() }
-            let statement = statements[bind.statementName] ?? ("", [])
+            let statement = statements[bind.statementName]
+                ?? Prepared(sql: "", parameterTypes: [], controls: StatementControls())
             let sql = statement.sql
             let parameters = bind.parameters.enumerated().map { index, value -> String? in
                 let formats = bind.parameterFormats
@@ -474,21 +489,30 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             // functions, domain checks, planning), so nothing bound may reach it unrecorded.
             let portalName = bind.portalName
             let formats = bind.resultFormats
-            recordThenForward(frame, sql: sql, parameters: parameters, kind: "sql.execute") { id in
-                self.portals[portalName] = Portal(formats: formats, statementID: id)
+            let controls = statement.controls
+            recordThenForward(frame, sql: sql, parameters: parameters, kind: "sql.execute", decision: controls.decision) { id in
+                self.portals[portalName] = Portal(formats: formats, controls: controls, statementID: id)
                 // Tracked from Bind on: an error for it (or for the Parse before it) may come back
                 // before its Execute is even forwarded.
-                self.tracker.executeSent(.init(id: id, started: now, resultFormats: formats))
+                self.tracker.executeSent(.init(id: id, started: now, resultFormats: formats, controls: controls))
             }
             return
         case UInt8(ascii: "E"):
-            guard case .execute(let portalName, _) = try? FrontendMessage.parse(frame) else { return malformed() }
+            guard case .execute(let portalName, let maxRows) = try? FrontendMessage.parse(frame) else { return malformed() }
             if var portal = portals[portalName] {
                 if portal.awaitingFirstExecute {
                     portal.awaitingFirstExecute = false
                     portals[portalName] = portal
                 } else {
-                    tracker.executeSent(.init(id: portal.statementID, started: now, resultFormats: portal.formats))
+                    tracker.executeSent(.init(id: portal.statementID, started: now, resultFormats: portal.formats, controls: portal.controls))
+                }
+                if let limit = portal.controls.rowLimit {
+                    // Ask the server for no more than the limit and one row (the one that shows
+                    // there are more): a cut then needs no cancel.
+                    let allowed = Int32(clamping: max(limit.maxRows - rowsSent[portal.statementID, default: 0], 0) + 1)
+                    if maxRows <= 0 || maxRows > allowed {
+                        return writeToUpstream(Self.frame(.execute(portalName: portalName, maxRows: allowed), allocator: upstream.allocator), upstream: upstream)
+                    }
                 }
             } else {
                 // A portal the gateway did not see bound (a cursor declared in SQL): recorded now.
@@ -505,9 +529,15 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
         case UInt8(ascii: "F"):
-            // The fast-path function call runs a function by OID, without SQL; it is recorded like a statement.
+            // The fast-path function call runs a function by OID, without SQL: the gateway cannot
+            // tell which, so the policy sees a statement it could not classify.
             let (oid, arguments) = Self.functionCall(frame.body)
-            recordThenForward(frame, sql: "function call (oid \(oid))", parameters: arguments, kind: "sql.function-call") { id in
+            let text = "function call (oid \(oid))"
+            let evaluation = evaluate(.sql(SQLStatement(text: text, utf8Range: 0..<0, kind: .unknown, writes: true)))
+            if let refusal = Refusal(evaluation.decision) {
+                return refuse(refusal, statements: [(text, arguments)], kind: "sql.function-call", now: now)
+            }
+            recordThenForward(frame, sql: text, parameters: arguments, kind: "sql.function-call", decision: evaluation.decision) { id in
                 self.tracker.querySent(.init(id: id, started: now))
             }
             return
@@ -523,6 +553,137 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         writeToUpstream(frame, upstream: upstream)
     }
+
+    // MARK: - Policy
+
+    private func evaluate(_ operation: Policy.Operation) -> PolicyEvaluation {
+        environment.settings.policy.evaluate(principal: principal!, connection: target!.name, operation: operation)
+    }
+
+    /// Inspects SQL, then continues. Small texts (nearly all) are parsed right here; a large one is
+    /// parsed off the event loop, with the session's later frames queued behind it in order.
+    private func inspectThen(_ sql: String, _ body: @escaping (SQLInspection) -> Void) {
+        guard sql.utf8.count > Self.inlineInspectionBytes, let context else { return body(SQLInspector.inspect(sql)) }
+        waitingForAudit = true
+        updateClientReading()
+        context.eventLoop.makeFutureWithTask { SQLInspector.inspect(sql) }
+            .assumeIsolated()
+            .whenSuccess { inspection in
+                guard case .relaying = self.state else { return }
+                self.waitingForAudit = false
+                body(inspection)
+                if !self.waitingForAudit { self.drainPending() }
+            }
+    }
+
+    /// A simple Query: each statement decided; one refused statement refuses the whole text (the
+    /// server would otherwise run the ones before it).
+    private func relayQuery(_ frame: PostgresFrame, sql: String, inspection: SQLInspection, now: ContinuousClock.Instant) {
+        let decided = inspection.statements.map(decidedAs)
+        let evaluations = decided.map { evaluate(.sql($0, failure: inspection.failure)) }
+        let overall = SQLPolicyEvaluation(statements: evaluations).decision
+        let split = inspection.failure == nil && inspection.statements.count > 1
+        let texts = split ? inspection.statements.map(\.text) : [sql]
+        let controls = split
+            ? zip(decided, evaluations).map { StatementControls(statement: $0, evaluation: $1) }
+            : [StatementControls(statement: decided.count == 1 ? decided[0] : nil, evaluation: evaluations.count == 1 ? evaluations[0] : nil, decision: overall)]
+        if let refusal = Refusal(overall) {
+            return refuse(refusal, statements: texts.map { ($0, nil) }, kind: "sql.query", now: now)
+        }
+        rememberPrepared(inspection.statements)
+        recordThenForward(frame, statements: texts.map { ($0, nil) }, kind: "sql.query", decisions: controls.compactMap { $0.decision }) { ids in
+            self.tracker.querySent(zip(ids, controls).map { .init(id: $0, started: now, controls: $1) })
+        }
+    }
+
+    /// A Parse: decided like the same text sent as a query, so a prepared statement can never run
+    /// what the policy refuses as text. What Bind adds later are values, which cannot change what
+    /// the statement is.
+    private func relayParse(_ frame: PostgresFrame, _ parse: FrontendMessage.Parse, inspection: SQLInspection, now: ContinuousClock.Instant) {
+        guard let upstream else { return }
+        let evaluation = environment.settings.policy.evaluate(principal: principal!, connection: target!.name, inspection: inspection)
+        let decision = evaluation.decision
+        if let refusal = Refusal(decision) {
+            PostgresMetrics.deniedStatements.increment()
+            var standIn = parse
+            standIn.query = Refusal.standInSQL
+            recordThenForward(Self.frame(.parse(standIn), allocator: upstream.allocator), sql: parse.query, parameters: nil, kind: "sql.parse", decision: refusal.decision) { id in
+                self.refusals[id] = refusal
+                // Its error comes back in the place of a statement's; the server then skips to Sync.
+                self.tracker.executeSent(.init(id: id, started: now))
+            }
+            return
+        }
+        // The server refuses to redefine a named statement without Close; so does the record of it.
+        if parse.statementName.isEmpty || statements[parse.statementName] == nil {
+            guard statements.count < Self.maxPreparedStatements else {
+                return fatal(sqlState: "54000", message: "too many prepared statements in this session (limit \(Self.maxPreparedStatements))")
+            }
+            let single = evaluation.statements.count == 1
+            statements[parse.statementName] = Prepared(
+                sql: parse.query, parameterTypes: parse.parameterTypes,
+                controls: StatementControls(
+                    statement: single ? inspection.statements[0] : nil, evaluation: single ? evaluation.statements[0] : nil,
+                    decision: decision))
+        }
+        writeToUpstream(frame, upstream: upstream)
+    }
+
+    /// Records the refused statements with the decision, then sends a stand-in that the server
+    /// is certain to reject without running anything; its error (replaced by the refusal) and the
+    /// server's own handling of it (a failed transaction, skipping to Sync) are what the client
+    /// would have seen had the database itself refused.
+    private func refuse(_ refusal: Refusal, statements: [(sql: String, parameters: [String?]?)], kind: String, now: ContinuousClock.Instant) {
+        guard let upstream else { return }
+        PostgresMetrics.deniedStatements.increment()
+        let standIn = Self.frame(.query(Refusal.standInSQL), allocator: upstream.allocator)
+        recordThenForward(standIn, statements: statements, kind: kind, decisions: statements.map { _ in refusal.decision }) { ids in
+            self.refusals[ids[0]] = refusal
+            self.tracker.querySent(ids.map { .init(id: $0, started: now) })
+        }
+    }
+
+    /// `EXECUTE name` is decided as the statement prepared under that name; one the gateway did
+    /// not see prepared cannot be known.
+    private func decidedAs(_ statement: SQLStatement) -> SQLStatement {
+        guard statement.kind == .execute else { return statement }
+        if let name = statement.objectName, let prepared = sqlPrepared[name] {
+            return prepared
+        }
+        return SQLStatement(text: statement.text, utf8Range: statement.utf8Range, kind: .unknown, writes: true)
+    }
+
+    private func rememberPrepared(_ statements: [SQLStatement]) {
+        for statement in statements {
+            switch statement.kind {
+            case .prepare:
+                // Like the server, a name already in use is not redefined.
+                if let name = statement.objectName, let inner = statement.innerStatement, sqlPrepared[name] == nil,
+                   sqlPrepared.count < Self.maxPreparedStatements {
+                    sqlPrepared[name] = inner
+                }
+            case .deallocate:
+                if let name = statement.objectName { sqlPrepared[name] = nil } else { sqlPrepared.removeAll() }
+            case .utility where statement.flags.contains(.changesRole):
+                // DISCARD ALL deallocates every prepared statement.
+                sqlPrepared.removeAll()
+            default:
+                break
+            }
+        }
+    }
+
+    /// A message as a frame, for forwarding in place of a client's.
+    static func frame(_ message: FrontendMessage, allocator: ByteBufferAllocator) -> PostgresFrame {
+        var buffer = allocator.buffer(capacity: 64)
+        PostgresEncoder.frontend(message, into: &buffer)
+        let type = buffer.readInteger(as: UInt8.self) ?? 0
+        buffer.moveReaderIndex(forwardBy: 4)
+        return PostgresFrame(type: type, body: buffer)
+    }
+
+    /// Texts larger than this are parsed off the event loop (about 0.5 ms per KiB).
+    static let inlineInspectionBytes = 16 * 1024
 
     /// The function's OID and its arguments, rendered like bound parameters.
     static func functionCall(_ body: ByteBuffer) -> (oid: String, arguments: [String?]) {
@@ -565,24 +726,27 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Commits the request event, then forwards; while waiting, later frames queue behind it. The
     /// statement is tracked from now on: frames sent ahead of it (Parse, Bind) may already fail.
     private func recordThenForward(
-        _ frame: PostgresFrame, sql: String, parameters: [String?]?, kind: String, track: (Int) -> Void
+        _ frame: PostgresFrame, sql: String, parameters: [String?]?, kind: String, decision: Decision? = nil, track: (Int) -> Void
     ) {
-        recordThenForward(frame, statements: [(sql, parameters)], kind: kind) { ids in track(ids[0]) }
+        recordThenForward(frame, statements: [(sql, parameters)], kind: kind, decisions: decision.map { [$0] }) { ids in track(ids[0]) }
     }
 
     /// The same for a frame that carries several statements (a simple Query the parser split):
     /// one request event each, committed together, before the frame is forwarded once.
     private func recordThenForward(
-        _ frame: PostgresFrame, statements: [(sql: String, parameters: [String?]?)], kind: String, track: ([Int]) -> Void
+        _ frame: PostgresFrame, statements: [(sql: String, parameters: [String?]?)], kind: String, decisions: [Decision]? = nil,
+        track: ([Int]) -> Void
     ) {
         guard let context, !statements.isEmpty else { return }
         let ids = Array(nextStatementID..<(nextStatementID + statements.count))
         nextStatementID += statements.count
         track(ids)
-        let records = statements.map { statement in
-            sessionRecord(.init(
-                kind: kind, text: Self.describe(sql: statement.sql, parameters: statement.parameters),
-                intent: Self.intent(in: statement.sql) ?? applicationIntent))
+        let records = statements.enumerated().map { index, statement in
+            sessionRecord(
+                .init(
+                    kind: kind, text: Self.describe(sql: statement.sql, parameters: statement.parameters),
+                    intent: Self.intent(in: statement.sql) ?? applicationIntent),
+                decision: decisions.flatMap { index < $0.count ? $0[index] : nil })
         }
         let auditLog = environment.auditLog
         waitingForAudit = true
@@ -668,11 +832,103 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             upstreamLoginMessage(frame, login: &login)
             if case .upstreamLogin = state { state = .upstreamLogin(login) }
         case .relaying:
-            track(frame)
-            writeToClient(frame)
+            relayFromUpstream(frame, allocator: channel.allocator)
         default:
             break
         }
+    }
+
+    /// Server → client while relaying: refusals explained, row limits enforced, then tracked and
+    /// passed on.
+    private func relayFromUpstream(_ frame: PostgresFrame, allocator: ByteBufferAllocator) {
+        if heldUntilCancelled != nil {
+            heldUntilCancelled?.append(frame)
+            return
+        }
+        let front = tracker.frontStatement
+        let cutting = cut != nil && cut?.statementID == front?.id
+        switch frame.type {
+        case UInt8(ascii: "E") where front.map({ refusals[$0.id] != nil }) ?? false:
+            // The stand-in failed as it always does; the client is told why its statement was refused.
+            let replaced = refusals.removeValue(forKey: front!.id)!.errorFrame(allocator: allocator)
+            track(replaced)
+            writeToClient(replaced)
+            return
+        case UInt8(ascii: "D"), UInt8(ascii: "d"):
+            if cutting || cut?.swallowing == true { return }
+            if let front, let limit = front.controls?.rowLimit {
+                let sent = rowsSent[front.id, default: 0]
+                guard sent < limit.maxRows else {
+                    return startCut(front, limit: limit)
+                }
+                rowsSent[front.id] = sent + 1
+            }
+        case UInt8(ascii: "C") where cutting && cut?.swallowing == false,
+             UInt8(ascii: "E") where cutting && cut?.swallowing == false,
+             UInt8(ascii: "s") where cutting && cut?.swallowing == false:
+            // The end of the statement that was cut: the client gets the limit's error instead,
+            // and nothing more until the server is ready again (the client skips to there too).
+            let error = cut!.errorFrame(allocator: allocator)
+            cut?.swallowing = true
+            track(error)
+            writeToClient(error)
+            return
+        case UInt8(ascii: "Z") where cut != nil:
+            let finished = cut!
+            cut = nil
+            track(frame)
+            if finished.cancelInFlight {
+                // Held until the cancel has reached the server, so it cannot hit a later statement.
+                heldUntilCancelled = [frame]
+                return
+            }
+        case UInt8(ascii: "G") where cut?.swallowing == true:
+            // A COPY FROM the client never sees started (it skipped everything after the error).
+            if let upstream {
+                var buffer = upstream.allocator.buffer(capacity: 64)
+                PostgresEncoder.frontend(.copyFail("skipped after a row limit"), into: &buffer)
+                upstream.writeAndFlush(buffer, promise: nil)
+            }
+            return
+        case UInt8(ascii: "S"), UInt8(ascii: "N"), UInt8(ascii: "A"):
+            break
+        default:
+            if cut?.swallowing == true { return }
+        }
+        track(frame)
+        writeToClient(frame)
+    }
+
+    /// Stops a result at the row limit: later rows are dropped, a simple query is cancelled on the
+    /// server (an extended one was already asked for no more than the limit and one row).
+    private func startCut(_ statement: StatementTracker.Statement, limit: RowLimit) {
+        var newCut = RowLimitCut(statementID: statement.id, limit: limit)
+        PostgresMetrics.limitedStatements.increment()
+        if !tracker.frontIsExecute, let cancelKey, let upstreamInfo = environment.cancels.lookup(cancelKey), let context {
+            newCut.cancelInFlight = true
+            ClientBootstrap(group: context.eventLoop)
+                .connectTimeout(.seconds(5))
+                .connect(host: upstreamInfo.host, port: upstreamInfo.port)
+                .flatMap { channel in
+                    var buffer = channel.allocator.buffer(capacity: 16)
+                    PostgresEncoder.cancelRequest(processID: upstreamInfo.processID, secretKey: upstreamInfo.secretKey, into: &buffer)
+                    return channel.writeAndFlush(buffer).flatMap { channel.closeFuture }
+                }
+                .assumeIsolated()
+                .whenComplete { _ in self.cancelDelivered() }
+        }
+        cut = newCut
+    }
+
+    private func cancelDelivered() {
+        if cut?.cancelInFlight == true {
+            cut?.cancelInFlight = false
+            return
+        }
+        guard let held = heldUntilCancelled else { return }
+        heldUntilCancelled = nil
+        for frame in held { relayFromUpstream(frame, allocator: context?.channel.allocator ?? ByteBufferAllocator()) }
+        context?.flush()
     }
 
     func upstreamReadComplete(channel: Channel) {
@@ -717,6 +973,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         for outcome in finished {
             let id = outcome.statement.id
+            refusals[id] = nil
+            if !outcome.suspended { rowsSent[id] = nil }
             if let seq = committedSeqs[id] {
                 // A suspended portal will be executed again under the same request event.
                 if !outcome.suspended { committedSeqs[id] = nil }
@@ -817,11 +1075,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     /// An event of this session: who, from where, on which connection, under which decision.
     private func sessionRecord(
-        _ operation: AuditRecord.Operation, outcome: AuditRecord.Outcome? = nil, payload: String? = nil, payloadTruncated: Bool? = nil
+        _ operation: AuditRecord.Operation, decision: Decision? = nil, outcome: AuditRecord.Outcome? = nil, payload: String? = nil,
+        payloadTruncated: Bool? = nil
     ) -> AuditRecord {
         AuditRecord(
             node: environment.settings.node, session: sessionID, principal: principal, client: client,
-            connection: target?.name, operation: operation, decision: accessDecision, outcome: outcome,
+            connection: target?.name, operation: operation, decision: decision ?? accessDecision, outcome: outcome,
             payload: payload, payloadTruncated: payloadTruncated)
     }
 
@@ -857,26 +1116,6 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         guard comment.lowercased().hasPrefix("intent:") else { return nil }
         return String(comment.dropFirst("intent:".count).trimmingCharacters(in: .whitespaces).prefix(1024))
     }
-
-    /// The statements of a simple Query, as PostgreSQL's parser splits them, so each is recorded
-    /// (and answered) on its own. The parser runs only when a `;` could separate two statements;
-    /// text it cannot parse stays one statement (the server will refuse it too).
-    static func statements(in sql: String) -> [String] {
-        // The parser runs on the event loop: a huge script stays one event rather than stalling it.
-        guard sql.utf8.count <= maximumSplitBytes else { return [sql] }
-        var body = sql.utf8[...]
-        while let last = body.last, last == UInt8(ascii: ";") || last == UInt8(ascii: " ") || last == UInt8(ascii: "\n")
-                || last == UInt8(ascii: "\t") || last == UInt8(ascii: "\r") {
-            body = body.dropLast()
-        }
-        guard body.contains(UInt8(ascii: ";")) else { return [sql] }
-        let inspection = SQLInspector.inspect(sql)
-        guard inspection.failure == nil, inspection.statements.count > 1 else { return [sql] }
-        return inspection.statements.map(\.text)
-    }
-
-    /// Largest simple Query split into its statements (parsing costs about 0.5 ms per KiB).
-    static let maximumSplitBytes = 16 * 1024
 
     /// `application_name` of the form `intent: ...`.
     static func intent(inApplicationName name: String) -> String? {

@@ -17,11 +17,15 @@ public struct PostgresGatewaySettings: Sendable {
     public var maxConnections: Int
     public var node: String
     public var connections: [String: UpstreamTarget]
+    /// The gateway's one policy: every statement is decided by its rules.
+    public var policy: Policy
 
     public init(
         host: String, port: Int, tls: NIOSSLContext?, requireTLS: Bool, maxFrameBytes: Int, maxRecordedRows: Int,
-        maxPayloadBytes: Int, maxConnections: Int = 1000, node: String, connections: [String: UpstreamTarget]
+        maxPayloadBytes: Int, maxConnections: Int = 1000, node: String, connections: [String: UpstreamTarget],
+        policy: Policy = Policy()
     ) {
+        self.policy = policy
         self.maxConnections = maxConnections
         self.host = host
         self.port = port

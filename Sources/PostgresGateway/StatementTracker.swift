@@ -16,6 +16,8 @@ struct StatementTracker {
         /// Result formats the client asked for in Bind (extended protocol); they decide how rows
         /// are encoded, whatever a statement-level Describe said.
         var resultFormats: [Int16]? = nil
+        /// What the policy said about it (row limit, the inspected statement).
+        var controls: StatementControls? = nil
     }
 
     struct Outcome: Sendable {
@@ -216,6 +218,22 @@ struct StatementTracker {
     }
 
     private var front: Entry? { head < queue.count ? queue[head] : nil }
+
+    /// The statement the server's next response belongs to.
+    var frontStatement: Statement? {
+        switch front {
+        case .simpleQuery(let outcome), .queryPart(let outcome), .execute(let outcome): outcome.statement
+        default: nil
+        }
+    }
+
+    var frontStatementID: Int? { frontStatement?.id }
+
+    /// True when the statement now answered is an extended-protocol execution.
+    var frontIsExecute: Bool {
+        if case .execute = front { return true }
+        return false
+    }
 
     private mutating func update(_ change: (inout Outcome) -> Void) {
         guard head < queue.count else { return }

@@ -79,6 +79,15 @@ public struct SQLStatement: Sendable, Hashable {
     /// For PREPARE, EXECUTE and DEALLOCATE: the prepared statement's name (nil for DEALLOCATE
     /// ALL). For DECLARE, FETCH, MOVE and CLOSE: the cursor's name.
     public var objectName: String?
+    /// Column names the statement references anywhere (select list, conditions, subqueries, WITH
+    /// queries, function arguments), as PostgreSQL folds them, each once, in input order. The
+    /// table each belongs to is not resolved (that needs the catalog); masking uses them to tell
+    /// whether a computed result column may be derived from a masked one.
+    public var columnReferences: [String]
+    /// True when some reference may expand to whole rows or to columns not named in the text:
+    /// `*`, `t.*`, or a relation or alias used as a value (`SELECT c FROM customers c`,
+    /// `row_to_json(c)`).
+    public var referencesWholeRows: Bool
     /// Boxed in an array: a struct cannot hold an optional of itself.
     private var inner: [SQLStatement]
 
@@ -92,7 +101,9 @@ public struct SQLStatement: Sendable, Hashable {
         dangerousFunctions: [String] = [],
         flags: Set<SQLStatementFlag> = [],
         objectName: String? = nil,
-        innerStatement: SQLStatement? = nil
+        innerStatement: SQLStatement? = nil,
+        columnReferences: [String] = [],
+        referencesWholeRows: Bool = false
     ) {
         self.text = text
         self.utf8Range = utf8Range
@@ -103,6 +114,8 @@ public struct SQLStatement: Sendable, Hashable {
         self.dangerousFunctions = dangerousFunctions
         self.flags = flags
         self.objectName = objectName
+        self.columnReferences = columnReferences
+        self.referencesWholeRows = referencesWholeRows
         self.inner = innerStatement.map { [$0] } ?? []
     }
 

@@ -423,7 +423,9 @@ struct StatementClassifier {
         return SQLStatement(
             text: text, utf8Range: utf8Range, kind: kind, writes: writes || kind == .unknown,
             relations: relations, functions: functions, dangerousFunctions: dangerous,
-            flags: flags, objectName: draft.objectName
+            flags: flags, objectName: draft.objectName,
+            columnReferences: TreeWalker.inInputOrder(walker.columnNames),
+            referencesWholeRows: walker.referencesWholeRows
         )
     }
 }

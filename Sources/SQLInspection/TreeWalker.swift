@@ -49,6 +49,14 @@ struct TreeWalker {
 
     private(set) var relations: [Found<SQLRelationAccess>] = []
     private(set) var functions: [Found<String>] = []
+    /// Column names referenced anywhere (select list, WHERE, subqueries, function arguments…),
+    /// and whether any reference is `*` or a whole row (`t`, `t.*`, `row_to_json(t)`).
+    private(set) var columnNames: [Found<String>] = []
+    private(set) var referencesStar = false
+    /// Single-name references that may be whole rows: decided at the end, against `rowNames`.
+    private var singleNameReferences: Set<String> = []
+    /// Names a whole row can be referred to by: relations, aliases, WITH queries.
+    private var rowNames: Set<String> = []
     /// Data-modifying statements below the statement being classified, by kind.
     private(set) var nestedDataModifications: [SQLStatementKind] = []
     /// Statement node types found below the statement being classified.
@@ -91,6 +99,9 @@ struct TreeWalker {
                 visit(element, scope)
             }
         case .object(let object):
+            if let alias = object.string("aliasname") {
+                rowNames.insert(alias)
+            }
             if let node = tree.node {
                 visitNode(type: node.type, fields: node.fields, scope: scope, nested: true)
             } else if object["relname"] != nil {
@@ -118,6 +129,8 @@ struct TreeWalker {
         switch type {
         case "RangeVar":
             visitRangeVar(fields, scope)
+        case "ColumnRef":
+            visitColumnRef(fields)
         case "FuncCall":
             visitFuncCall(fields, scope)
         case "SelectStmt":
@@ -161,7 +174,33 @@ struct TreeWalker {
         }
         let relation = SQLRelation(catalog: catalog, schema: schema, name: name)
         relations.append(found(SQLRelationAccess(relation, scope.access), at: fields.int("location")))
-        // RangeVar has an alias and nothing else worth walking.
+        rowNames.insert(name)
+        if let alias = fields["alias"]?.fields?.string("aliasname") {
+            rowNames.insert(alias)
+        }
+    }
+
+    /// `a`, `t.a`, `s.t.a`, `*`, `t.*`: the last part names the column (or is a star).
+    private mutating func visitColumnRef(_ fields: ParseFields) {
+        let parts = fields["fields"]?.elements ?? []
+        guard let last = parts.last else {
+            notUnderstood = true
+            return
+        }
+        if let name = last.stringNodeValue {
+            columnNames.append(found(name, at: fields.int("location")))
+            if parts.count == 1 { singleNameReferences.insert(name) }
+        } else if last.node?.type == "A_Star" {
+            referencesStar = true
+        } else {
+            notUnderstood = true
+        }
+    }
+
+    /// True when a reference may stand for a whole row: a star, or a single name that is also a
+    /// relation, alias or WITH query of the statement (`SELECT c FROM customers c`).
+    var referencesWholeRows: Bool {
+        referencesStar || !singleNameReferences.isDisjoint(with: rowNames)
     }
 
     private mutating func visitFuncCall(_ fields: ParseFields, _ scope: Scope) {
@@ -245,6 +284,7 @@ struct TreeWalker {
             notUnderstood = true
             return scope
         }
+        rowNames.formUnion(names)
         var visible = scope.withQueryNames
         if recursive {
             visible.formUnion(names)

@@ -1,0 +1,205 @@
+import GatehouseCore
+import SQLInspection
+
+/// The one policy of the gateway: every rule, for every protocol, decided the same way.
+///
+/// For an operation, the rules whose principal, connection and operation match are collected.
+/// Deny beats review beats allow. If none of those decides:
+/// - an operation the gateway could not classify (SQL of kind `unknown`, or that did not parse)
+///   gets `unknownForAgents` or `unknownForPeople` (deny for agents unless configured otherwise);
+///   only rules that name the kind `unknown` match such statements, so a broad allow rule never
+///   lets through what could not be read;
+/// - otherwise, if the connection has allow rules for this protocol (whoever they are for), the
+///   operation is denied: it is on an allow-list and not on it;
+/// - otherwise `defaultEffect` decides.
+/// Mask and limit rules never decide; they shape what an allowed operation returns.
+public struct Policy: Sendable {
+    public var rules: [PolicyRule]
+    public var defaultEffect: Decision.Effect
+    public var unknownForAgents: Decision.Effect
+    public var unknownForPeople: Decision.Effect
+
+    public init(
+        rules: [PolicyRule] = [], defaultEffect: Decision.Effect = .allow, unknownForAgents: Decision.Effect = .deny,
+        unknownForPeople: Decision.Effect = .allow
+    ) {
+        self.rules = rules
+        self.defaultEffect = defaultEffect
+        self.unknownForAgents = unknownForAgents
+        self.unknownForPeople = unknownForPeople
+    }
+
+    public enum Operation: Sendable {
+        /// One SQL statement; `failure` says why the text it came from could not be read.
+        case sql(SQLStatement, failure: SQLInspectionFailure? = nil)
+        /// An HTTP request: upper-case method, canonical decoded path.
+        case http(method: String, path: String)
+
+        var describe: String {
+            switch self {
+            case .sql(let statement, _): statement.isUnknown ? "an unclassified statement" : "a \(statement.kind.rawValue) statement"
+            case .http(let method, let path): "\(method) \(path)"
+            }
+        }
+    }
+
+    public func evaluate(principal: Principal, connection: String, operation: Operation) -> PolicyEvaluation {
+        var checks: [RuleCheck] = []
+        var decisive: [PolicyRule] = []
+        var masks: [PolicyRule] = []
+        var limits: [PolicyRule] = []
+        for rule in rules {
+            let mismatch = Self.mismatch(rule, principal: principal, connection: connection, operation: operation)
+            checks.append(RuleCheck(rule: rule.name, effect: rule.effect, applies: mismatch == nil, why: mismatch ?? Self.matchReason(rule, operation)))
+            guard mismatch == nil else { continue }
+            switch rule.effect {
+            case .allow, .deny, .review: decisive.append(rule)
+            case .mask: masks.append(rule)
+            case .limit: limits.append(rule)
+            }
+        }
+        let operationText = operation.describe
+        var decision: Decision
+        var fallback: String?
+        if let deny = decisive.first(where: { $0.effect == .deny }) {
+            decision = .deny(rule: deny.name, reason: deny.message ?? "rule \(deny.name) denies \(operationText) on \(connection)")
+        } else if let review = decisive.first(where: { $0.effect == .review }) {
+            decision = Decision(effect: .review, rule: review.name, reason: review.message ?? "rule \(review.name) requires approval for \(operationText) on \(connection)")
+        } else if let allow = decisive.first(where: { $0.effect == .allow }) {
+            decision = .allow(rule: allow.name, reason: "rule \(allow.name) allows \(operationText)")
+        } else if case .sql(let statement, let failure) = operation, statement.isUnknown {
+            let effect = principal.agent != nil ? unknownForAgents : unknownForPeople
+            let who = principal.agent != nil ? "agents" : "people"
+            let why = failure.map(Self.describe) ?? "the statement could not be classified"
+            fallback = "\(why); the default for unclassified statements from \(who) is \(effect.rawValue)"
+            decision = Decision(effect: effect, rule: "policy:unknown", reason: "\(why); unclassified statements are \(effect == .deny ? "refused" : effect.rawValue) for \(who)")
+        } else if let listed = rules.first(where: { $0.effect == .allow && Self.coversProtocol($0, operation) && ($0.connections.isEmpty || $0.connections.contains(connection)) }) {
+            fallback = "connection \(connection) has allow rules (\(listed.name) and maybe others) and none matches"
+            decision = .deny(rule: "policy:allow-list", reason: "no rule allows \(operationText) on \(connection) for \(principal.agent.map { "agent \($0) of " } ?? "")\(principal.subject)")
+        } else {
+            fallback = "no rule decides; the policy default is \(defaultEffect.rawValue)"
+            decision = Decision(effect: defaultEffect, rule: "policy:default", reason: "no rule decides \(operationText); the default is \(defaultEffect.rawValue)")
+        }
+        let limit = limits.compactMap { rule in rule.maxRows.map { (rule: rule.name, rows: $0) } }.min { $0.rows < $1.rows }
+        return PolicyEvaluation(
+            decision: decision, checks: checks, fallback: fallback,
+            masks: decision.effect == .deny ? [] : masks.compactMap { rule in rule.mask.map { NamedMask(rule: rule.name, action: $0) } },
+            rowLimit: decision.effect == .deny ? nil : limit.map { RowLimit(rule: $0.rule, maxRows: $0.rows) })
+    }
+
+    /// Every statement of a SQL text, and the decision for the whole text: the strictest of its
+    /// statements' (a query that holds one denied statement runs none of them).
+    public func evaluate(principal: Principal, connection: String, inspection: SQLInspection) -> SQLPolicyEvaluation {
+        let statements = inspection.statements.map {
+            evaluate(principal: principal, connection: connection, operation: .sql($0, failure: inspection.failure))
+        }
+        return SQLPolicyEvaluation(statements: statements)
+    }
+
+    /// The mask rules that apply to a principal on a connection, whatever the operation: masking
+    /// of a result does not depend on how the statement was phrased.
+    public func masks(principal: Principal, connection: String) -> [NamedMask] {
+        rules.compactMap { rule in
+            guard rule.effect == .mask, let mask = rule.mask,
+                  rule.connections.isEmpty || rule.connections.contains(connection),
+                  rule.who.mismatch(principal) == nil else { return nil }
+            return NamedMask(rule: rule.name, action: mask)
+        }
+    }
+
+    static func mismatch(_ rule: PolicyRule, principal: Principal, connection: String, operation: Operation) -> String? {
+        if !rule.connections.isEmpty && !rule.connections.contains(connection) {
+            return "it is for connection \(rule.connections.sorted().joined(separator: "/")), not \(connection)"
+        }
+        if let mismatch = rule.who.mismatch(principal) { return mismatch }
+        switch operation {
+        case .sql(let statement, _):
+            // Mask rules follow the data, whatever statement reads it.
+            if rule.effect == .mask { return nil }
+            if statement.isUnknown {
+                if rule.sql?.kinds.contains(.unknown) == true { return nil }
+                return rule.namesNoOperation && rule.effect != .allow
+                    ? nil : "the statement could not be classified, and only rules naming kind 'unknown' match such statements"
+            }
+            if rule.sql == nil && rule.http != nil { return "it is about HTTP requests" }
+            return rule.sql?.mismatch(statement)
+        case .http(let method, let path):
+            if rule.http == nil && rule.sql != nil { return "it is about SQL statements" }
+            return rule.http?.mismatch(method: method, path: path)
+        }
+    }
+
+    /// Whether an allow rule puts operations of this protocol on an allow-list.
+    static func coversProtocol(_ rule: PolicyRule, _ operation: Operation) -> Bool {
+        switch operation {
+        case .sql: rule.sql != nil || rule.namesNoOperation
+        case .http: rule.http != nil || rule.namesNoOperation
+        }
+    }
+
+    static func matchReason(_ rule: PolicyRule, _ operation: Operation) -> String {
+        switch (operation, rule.effect) {
+        case (_, .mask): "masks what this principal reads on the connection"
+        case (.sql(let statement, _), _) where statement.isUnknown && rule.sql?.kinds.contains(.unknown) != true:
+            "it names no operation, so it covers statements that could not be classified"
+        case (_, _) where rule.namesNoOperation: "it names no operation, so it covers every one"
+        default: "the operation matches"
+        }
+    }
+
+    static func describe(_ failure: SQLInspectionFailure) -> String {
+        switch failure {
+        case .tooLarge(let bytes, let limit): "the SQL text is \(bytes) bytes, more than the \(limit) the gateway inspects"
+        case .containsNUL: "the SQL text contains a NUL character"
+        case .syntaxError(let message, _): "the SQL text does not parse (\(message))"
+        case .nestedTooDeeply: "the SQL text nests deeper than the gateway inspects"
+        case .unreadableParseTree: "the SQL parser's output could not be read"
+        }
+    }
+}
+
+/// The outcome for one operation, with the reasoning an explanation prints.
+public struct PolicyEvaluation: Sendable, Equatable {
+    public var decision: Decision
+    /// Every rule, in order, whether it applies and why (or why not).
+    public var checks: [RuleCheck]
+    /// How the decision was reached when no rule decided it.
+    public var fallback: String?
+    /// Mask rules in force for what the operation returns.
+    public var masks: [NamedMask]
+    public var rowLimit: RowLimit?
+}
+
+public struct RuleCheck: Sendable, Equatable {
+    public var rule: String
+    public var effect: PolicyRule.Effect
+    public var applies: Bool
+    public var why: String
+}
+
+public struct NamedMask: Sendable, Equatable {
+    public var rule: String
+    public var action: MaskAction
+}
+
+public struct RowLimit: Sendable, Equatable {
+    public var rule: String
+    public var maxRows: Int
+}
+
+/// Every statement of one SQL text, and what that means for the text as a whole.
+public struct SQLPolicyEvaluation: Sendable, Equatable {
+    public var statements: [PolicyEvaluation]
+
+    public init(statements: [PolicyEvaluation]) {
+        self.statements = statements
+    }
+
+    /// The strictest decision: a denied statement, else one waiting for review, else the first.
+    public var decision: Decision {
+        statements.first { $0.decision.effect == .deny }?.decision
+            ?? statements.first { $0.decision.effect == .review }?.decision
+            ?? statements.first?.decision
+            ?? .allow(rule: "policy:empty", reason: "the text holds no statement")
+    }
+}
