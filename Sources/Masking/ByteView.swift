@@ -54,15 +54,6 @@ struct ByteView {
         return true
     }
 
-    /// Length of the run starting at `i` of bytes satisfying `accept`, looking at no more than
-    /// `limit` bytes (callers pass their maximum plus one to detect an over-long run).
-    @inline(__always) func run(from i: Int, limit: Int, _ accept: (UInt8) -> Bool) -> Int {
-        var j = i
-        let stop = i + min(limit, count - i)
-        while j < stop, accept(base[j]) { j += 1 }
-        return j - i
-    }
-
     // MARK: Boundaries
 
     /// The byte at `i` starts a token: it is not glued to a word character before it.

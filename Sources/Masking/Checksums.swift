@@ -52,7 +52,8 @@ enum IBANCheck {
         return lengths
     }()
 
-    /// Expected length for the country code `c0 c1` (either case); nil for unknown countries.
+    /// Expected length for the country code `c0 c1` (either case: callers decide what case they
+    /// accept); nil for unknown countries.
     static func length(_ c0: UInt8, _ c1: UInt8) -> Int? {
         lengths[UInt16(ASCII.uppercased(c0)) << 8 | UInt16(ASCII.uppercased(c1))]
     }
@@ -83,7 +84,7 @@ enum IBANCheck {
         return remainder
     }
 
-    /// A complete IBAN (compact or in groups of four separated by single spaces, either case):
+    /// A complete IBAN (compact or in groups of four separated by single spaces, uppercase):
     /// known country, that country's length, numeric check digits and mod 97 == 1.
     static func isValid(_ text: String) -> Bool {
         let bytes = Array(text.utf8)

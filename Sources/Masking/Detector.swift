@@ -18,7 +18,8 @@ public enum Detector: String, Sendable, Hashable, CaseIterable, Codable {
     case usSSN = "ssn"
     /// UK National Insurance numbers and Spanish DNI / NIE numbers (with their check letter).
     case nationalID = "national_id"
-    /// IBANs with a known country, that country's length and a valid ISO 13616 mod-97 check.
+    /// IBANs (uppercase, compact or in groups of four) with a known country, that country's
+    /// length and a valid ISO 13616 mod-97 check.
     case iban
     /// IPv4 dotted quads and IPv6 addresses (full, compressed, with an embedded IPv4).
     case ipAddress = "ip"

@@ -38,7 +38,7 @@ enum EmailScanner {
             s += 1
         }
         // Quotes, dots, plus or minus signs before the name are punctuation of the surrounding text.
-        while s < at, v[s] < 0x80, !ASCII.isAlnum(v[s]) { s += 1 }
+        while s < at, v[s] < 0x80, !ASCII.isWord(v[s]) { s += 1 }
         guard s < at, v[at - 1] != ASCII.dot else { return nil }
         var previous: UInt8 = 0
         for i in s..<at {

@@ -18,7 +18,8 @@ enum SSNScanner {
 ///
 /// - UK National Insurance numbers: two prefix letters (HMRC's excluded letters and unallocated
 ///   pairs rejected), six digits, suffix A–D; `AB123456C`, `AB 12 34 56 C` (single optional spaces
-///   after the prefix, between digit pairs and before the suffix). Either case.
+///   after the prefix, between digit pairs and before the suffix). Uppercase, or all lowercase
+///   in the compact form.
 /// - Spanish DNI: eight digits and the mod-23 check letter, `12345678Z` or `12345678-Z`.
 /// - Spanish NIE: `X`/`Y`/`Z`, seven digits and the check letter, optionally dashed
 ///   (`X1234567L`, `X-1234567-L`).
@@ -36,18 +37,27 @@ enum NationalIDScanner {
     }
 
     private static func nino(_ v: ByteView, at i: Int) -> Int? {
-        let a = ASCII.uppercased(v[i]), b = ASCII.uppercased(v[i + 1])
-        guard ASCII.isUpper(a), ASCII.isUpper(b), isNINOPrefix(a, b) else { return nil }
+        // Lowercase only in the compact form: `at 12 34 56 a` is prose far more often than an id.
+        let lowercase = ASCII.isLower(v[i])
+        let a = v[i], b = v[i + 1]
+        guard lowercase ? ASCII.isLower(b) : (ASCII.isUpper(a) && ASCII.isUpper(b)),
+              isNINOPrefix(ASCII.uppercased(a), ASCII.uppercased(b))
+        else { return nil }
         var j = i + 2
-        if v[j] == ASCII.space { j += 1 }
+        var spaced = false
+        func skipSpace() {
+            if v[j] == ASCII.space { j += 1; spaced = true }
+        }
+        skipSpace()
         for pair in 0..<3 {
-            if pair > 0, v[j] == ASCII.space { j += 1 }
+            if pair > 0 { skipSpace() }
             guard ASCII.isDigit(v[j]), ASCII.isDigit(v[j + 1]) else { return nil }
             j += 2
         }
-        if v[j] == ASCII.space { j += 1 }
-        let suffix = ASCII.uppercased(v[j])
-        guard suffix >= UInt8(ascii: "A"), suffix <= UInt8(ascii: "D"), v.endsToken(j + 1) else { return nil }
+        skipSpace()
+        let suffix = v[j]
+        let first = lowercase ? UInt8(ascii: "a") : UInt8(ascii: "A")
+        guard !(lowercase && spaced), suffix >= first, suffix <= first + 3, v.endsToken(j + 1) else { return nil }
         return j + 1
     }
 

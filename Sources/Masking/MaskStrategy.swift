@@ -3,7 +3,7 @@ public enum MaskStrategy: Sendable, Hashable {
     /// The whole value becomes `ValueMasker.redactionMarker` (`[redacted]`), whatever its length:
     /// not even the length survives.
     case redact
-    /// Every character becomes `*` except separators (space `-` `.` `+` `(` `)` `:` `/`), which are
+    /// Every character becomes `*` except separators (space, tab, line breaks and `-` `.` `+` `(` `)` `:` `/`), which are
     /// kept so the shape stays readable (`**** **** **** 1111`, `***-**-6789`), and except the last
     /// `keep` significant (non-separator) characters. Length in characters is preserved.
     ///

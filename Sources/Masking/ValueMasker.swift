@@ -144,7 +144,9 @@ enum PartialMask {
     /// Characters kept as they are: they carry format, not identity.
     @inline(__always) static func isSeparator(_ b: UInt8) -> Bool {
         switch b {
-        case ASCII.space, ASCII.dash, ASCII.dot, ASCII.plus, ASCII.openParen, ASCII.closeParen, ASCII.colon, UInt8(ascii: "/"): true
+        case ASCII.space, ASCII.dash, ASCII.dot, ASCII.plus, ASCII.openParen, ASCII.closeParen, ASCII.colon,
+             UInt8(ascii: "/"), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"):
+            true
         default: false
         }
     }

@@ -24,6 +24,8 @@ struct EmailDetectorTests {
         ("9876@numbers.example.net", "9876@numbers.example.net"),
         ("a.b-c_d@e-f.gh", "a.b-c_d@e-f.gh"),
         ("log\\nann@x.io", "ann@x.io"),
+        ("_service@example.com", "_service@example.com"),
+        ("--ann@example.com", "ann@example.com"),
     ])
     func findsAddresses(text: String, expected: String) {
         for context in contexts {

@@ -41,6 +41,7 @@ struct NationalIDDetectorTests {
         "AD123456C", "AO123456C", "AV123456C",
         "GB123456C", "BG123456C", "KN123456C", "NK123456C", "NT123456C", "TN123456C", "ZZ123456C",
         "AB123456E",      // suffix beyond D
+        "ab 12 34 56 c", "at 12 34 56 a", "Ab123456C", "aB123456c", "AB123456c",
         "AB12345C", "AB1234567C", "XAB123456C", "AB123456Cx", "AB123456",
         "12345678A",      // wrong check letter
         "123456789Z", "1234567Z", "x12345678Z", "12345678Zy", "1-12345678Z",

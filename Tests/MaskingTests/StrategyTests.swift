@@ -34,6 +34,7 @@ struct StrategyTests {
         ("---", 4, "***"),                        // separators only: all masked
         ("   ", 0, "***"),
         ("a b", 4, "* *"),
+        ("line one\nline two", 4, "**** ***\n***e two"),
         ("john.doe@example.com", 4, "****.**********e.com"),
         ("Jürgen Müller", 4, "****** **ller"),
         ("日本語テキスト", 2, "*****スト"),

@@ -178,7 +178,7 @@ def test_policy_refusals_are_problem_documents_naming_the_rule(gw):
     assert "ada@example.com" not in r.text
 
     r = requests.patch(gw.http_url + "/c/config-api/config/banner", headers=agent, timeout=30)
-    assert r.status_code == 403 and r.json()["rule"] == "connection:config-api:requests"
+    assert r.status_code == 403 and r.json()["rule"] == "policy:allow-list"
 
     outsider = {"Authorization": f"Bearer {token(gw, subject='mallory', groups='sales', actor=None)}"}
     r = requests.get(gw.http_url + "/c/config-api/config", headers=outsider, timeout=30)
@@ -199,7 +199,7 @@ def test_policy_refusals_are_problem_documents_naming_the_rule(gw):
 
     denied = [e["record"] for e in gw.events() if e["record"]["decision"]["effect"] == "deny"]
     assert [d["decision"]["rule"] for d in denied] == [
-        "agents-may-not-delete", "no-bulk-export-for-agents", "connection:config-api:requests",
+        "agents-may-not-delete", "no-bulk-export-for-agents", "policy:allow-list",
         "connection:config-api:allow", "path", "path", "method"]
     assert all(d["outcome"]["status"] in ("403", "400", "405") for d in denied)
     # The upstream never saw a refused request: the banner is still there.
