@@ -7,6 +7,7 @@ import HTTPGateway
 import Hummingbird
 import Identity
 import Logging
+import Masking
 import NIOSSL
 import Policy
 import PostgresGateway
@@ -109,6 +110,7 @@ public final class Gateway: Sendable {
     /// Runs until SIGINT/SIGTERM (or cancellation), then drains and checkpoints the audit trail.
     /// `onReady` is called once every listener is accepting connections.
     public func run(onReady: @escaping @Sendable (BoundListeners) async -> Void = { _ in }) async throws {
+        let masker = ValueMasker(hashKey: try MaskKey.load(config))
         let expected = 1 + (config.postgres.listen == nil ? 0 : 1) + (config.http.listen == nil ? 0 : 1)
         let bound = BoundPorts(expected: expected) { ports in
             await onReady(BoundListeners(admin: ports["admin"] ?? 0, postgres: ports["postgres"], http: ports["http"]))
@@ -131,7 +133,8 @@ public final class Gateway: Sendable {
                 maxConnections: config.postgres.maxConnections,
                 node: config.gateway.node,
                 connections: try Self.postgresTargets(config),
-                policy: config.policy)
+                policy: config.policy,
+                masker: masker)
             services.append(.init(service: PostgresListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
                 onBound: { port in await bound.report("postgres", port) })))
@@ -146,7 +149,8 @@ public final class Gateway: Sendable {
                 maxRecordedBodyBytes: config.http.maxRecordedBodyBytes,
                 maxPayloadBytes: config.audit.maxPayloadBytes,
                 targets: try Self.httpTargets(config),
-                policy: config.policy)
+                policy: config.policy,
+                masker: masker)
             services.append(.init(service: HTTPGatewayListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
                 onBound: { port in await bound.report("http", port) })))

@@ -4,6 +4,7 @@ import Foundation
 import GatehouseCore
 import Identity
 import Logging
+import Masking
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -24,6 +25,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         case authenticating
         case connectingUpstream
         case upstreamLogin(UpstreamLogin)
+        /// Reading the database's catalog for column masks before the client is told it is ready.
+        case loadingCatalog(ready: PostgresFrame, snapshot: CatalogSnapshot)
         case relaying
         case closed
     }
@@ -71,6 +74,18 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         var controls: StatementControls
     }
 
+    /// The mask rules for this principal on this connection, and the catalog they are resolved in.
+    private var masks: [NamedMask] = []
+    private var catalog: CatalogSnapshot?
+    /// Describe requests awaiting their answer, in order: whose row description it is, whether
+    /// the gateway sent it itself (its answer is not passed on), and how many ReadyForQuery come
+    /// before it (an error skips it, and the next ReadyForQuery says so).
+    private var pendingDescribes: [(description: RowDescriptionBox, injected: Bool, readyBefore: Int)] = []
+    private var readyForQueryExpected = 0
+    private var readyForQueryReceived = 0
+    /// The mask plan of each statement whose rows are passing, by statement id.
+    private var maskPlans: [Int: ResultMaskPlan?] = [:]
+
     private var statements: [String: Prepared] = [:]
     /// Statements prepared with SQL (`PREPARE name AS …`), so an `EXECUTE name` is decided as what
     /// it runs.
@@ -91,6 +106,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var portals: [String: Portal] = [:]
     /// Rows passed to the client per statement (all executions of a portal count together).
     private var rowsSent: [Int: Int] = [:]
+    /// Rows passed to the client per SQL cursor: paging through a cursor with FETCH is one read.
+    private var cursorRowsSent: [String: Int] = [:]
     /// A result being stopped at its row limit.
     private var cut: RowLimitCut?
     /// Server messages held after a cut until the cancel sent for it has arrived.
@@ -444,16 +461,68 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(buffer), promise: nil)
             return
         case .readyForQuery:
-            state = .relaying
-            loginState.loggedIn = true
-            writeToClient(frame)
-            context.flush()
+            masks = environment.settings.policy.masks(principal: principal!, connection: target.name)
+            if masks.contains(where: { !$0.action.columns.isEmpty }) {
+                if let cached = environment.catalogs.fresh(target.name) {
+                    catalog = cached
+                } else {
+                    // Column rules name tables and columns; results name table OIDs. The map
+                    // between them is read once a minute per connection, before the client may
+                    // run anything.
+                    state = .loadingCatalog(ready: frame, snapshot: CatalogSnapshot())
+                    var query = upstream.allocator.buffer(capacity: CatalogSnapshot.query.utf8.count + 6)
+                    PostgresEncoder.frontend(.query(CatalogSnapshot.query), into: &query)
+                    upstream.writeAndFlush(query, promise: nil)
+                    return
+                }
+            }
+            becomeReady(frame)
             return
         default:
             writeToClient(frame)
             return
         }
         upstream.writeAndFlush(reply, promise: nil)
+    }
+
+    private func becomeReady(_ ready: PostgresFrame) {
+        state = .relaying
+        loginState.loggedIn = true
+        writeToClient(ready)
+        context?.flush()
+    }
+
+    /// The catalog query's answer, during login.
+    private func catalogMessage(_ frame: PostgresFrame, ready: PostgresFrame, snapshot: inout CatalogSnapshot) {
+        guard let target else { return }
+        switch frame.type {
+        case UInt8(ascii: "D"):
+            guard case .dataRow(let row)? = try? BackendMessage.parse(frame),
+                  snapshot.add(row: row, patterns: columnPatterns(of: target.name)) else {
+                return fatal(sqlState: "58000", message: "the gateway could not read the catalog it needs to mask columns")
+            }
+            if snapshot.tables.count + snapshot.maskable.count > CatalogSnapshot.maximumColumns {
+                return fatal(sqlState: "54000", message: "the database's catalog is larger than the gateway reads for column masks")
+            }
+        case UInt8(ascii: "E"):
+            logger.warning("catalog query for column masks failed", metadata: ["connection": "\(target.name)"])
+            // Without the map, masked columns could not be recognised: no session.
+            fatal(sqlState: "58000", message: "the gateway could not read the catalog it needs to mask columns")
+        case UInt8(ascii: "Z"):
+            environment.catalogs.store(snapshot, for: target.name)
+            catalog = snapshot
+            becomeReady(ready)
+        default:
+            break
+        }
+    }
+
+    /// Every column pattern of every mask rule on the connection: the shared snapshot serves
+    /// every principal.
+    private func columnPatterns(of connection: String) -> [ColumnPattern] {
+        environment.settings.policy.rules
+            .filter { $0.effect == .mask && ($0.connections.isEmpty || $0.connections.contains(connection)) }
+            .flatMap { $0.mask?.columns ?? [] }
     }
 
     // MARK: - Relaying
@@ -541,6 +610,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 self.tracker.querySent(.init(id: id, started: now))
             }
             return
+        case UInt8(ascii: "D") where !masks.isEmpty:
+            if case .describe(let target, let name) = try? FrontendMessage.parse(frame) {
+                let box = switch target {
+                case .statement: statements[name]?.controls.description
+                case .portal: portals[name]?.controls.description
+                }
+                pendingDescribes.append((box ?? RowDescriptionBox(), false, readyForQueryExpected))
+            }
         case UInt8(ascii: "d"):
             tracker.copyDataSent(bytes: frame.body.readableBytes)
         case UInt8(ascii: "S"):
@@ -581,7 +658,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func relayQuery(_ frame: PostgresFrame, sql: String, inspection: SQLInspection, now: ContinuousClock.Instant) {
         let decided = inspection.statements.map(decidedAs)
         let evaluations = decided.map { evaluate(.sql($0, failure: inspection.failure)) }
-        let overall = SQLPolicyEvaluation(statements: evaluations).decision
+        let overall = copyRefusal(decided) ?? SQLPolicyEvaluation(statements: evaluations).decision
         let split = inspection.failure == nil && inspection.statements.count > 1
         let texts = split ? inspection.statements.map(\.text) : [sql]
         let controls = split
@@ -602,7 +679,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func relayParse(_ frame: PostgresFrame, _ parse: FrontendMessage.Parse, inspection: SQLInspection, now: ContinuousClock.Instant) {
         guard let upstream else { return }
         let evaluation = environment.settings.policy.evaluate(principal: principal!, connection: target!.name, inspection: inspection)
-        let decision = evaluation.decision
+        let decision = copyRefusal(inspection.statements) ?? evaluation.decision
         if let refusal = Refusal(decision) {
             PostgresMetrics.deniedStatements.increment()
             var standIn = parse
@@ -620,11 +697,20 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 return fatal(sqlState: "54000", message: "too many prepared statements in this session (limit \(Self.maxPreparedStatements))")
             }
             let single = evaluation.statements.count == 1
-            statements[parse.statementName] = Prepared(
-                sql: parse.query, parameterTypes: parse.parameterTypes,
-                controls: StatementControls(
-                    statement: single ? inspection.statements[0] : nil, evaluation: single ? evaluation.statements[0] : nil,
-                    decision: decision))
+            var controls = StatementControls(
+                statement: single ? inspection.statements[0] : nil, evaluation: single ? evaluation.statements[0] : nil,
+                decision: decision)
+            controls.description = RowDescriptionBox()
+            statements[parse.statementName] = Prepared(sql: parse.query, parameterTypes: parse.parameterTypes, controls: controls)
+            writeToUpstream(frame, upstream: upstream)
+            if !masks.isEmpty, let box = controls.description {
+                // Rows of an extended-protocol statement come without a description unless the
+                // client asks for one; masking needs the columns' origins and types, so the
+                // gateway asks right after the Parse (and keeps the answer to itself).
+                pendingDescribes.append((box, true, readyForQueryExpected))
+                writeToUpstream(Self.frame(.describe(.statement, parse.statementName), allocator: upstream.allocator), upstream: upstream)
+            }
+            return
         }
         writeToUpstream(frame, upstream: upstream)
     }
@@ -641,6 +727,15 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             self.refusals[ids[0]] = refusal
             self.tracker.querySent(ids.map { .init(id: $0, started: now) })
         }
+    }
+
+    /// COPY … TO sends rows as one stream of text the gateway does not take apart: with masks in
+    /// force it would carry masked columns out unmasked, so it is refused.
+    private func copyRefusal(_ statements: [SQLStatement]) -> Decision? {
+        guard !masks.isEmpty,
+              statements.contains(where: { $0.kind == .copyTo || $0.innerStatement?.kind == .copyTo }) else { return nil }
+        let rules = masks.map(\.rule).joined(separator: ", ")
+        return .deny(rule: masks[0].rule, reason: "COPY … TO cannot be masked, and mask rules (\(rules)) apply to this session; use SELECT")
     }
 
     /// `EXECUTE name` is decided as the statement prepared under that name; one the gateway did
@@ -813,6 +908,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func writeToUpstream(_ frame: PostgresFrame, upstream: Channel) {
+        switch frame.type {
+        case UInt8(ascii: "Q"), UInt8(ascii: "S"), UInt8(ascii: "F"): readyForQueryExpected += 1
+        default: break
+        }
         var buffer = upstream.allocator.buffer(capacity: frame.body.readableBytes + 5)
         PostgresEncoder.frame(frame, into: &buffer)
         upstream.write(buffer, promise: nil)
@@ -831,6 +930,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         case .upstreamLogin(var login):
             upstreamLoginMessage(frame, login: &login)
             if case .upstreamLogin = state { state = .upstreamLogin(login) }
+        case .loadingCatalog(let ready, var snapshot):
+            catalogMessage(frame, ready: ready, snapshot: &snapshot)
+            if case .loadingCatalog = state { state = .loadingCatalog(ready: ready, snapshot: snapshot) }
         case .relaying:
             relayFromUpstream(frame, allocator: channel.allocator)
         default:
@@ -847,6 +949,39 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         let front = tracker.frontStatement
         let cutting = cut != nil && cut?.statementID == front?.id
+        var frame = frame
+        if !masks.isEmpty {
+            switch frame.type {
+            case UInt8(ascii: "t") where !tracker.frontIsSimpleQuery && pendingDescribes.first?.injected == true:
+                return
+            case UInt8(ascii: "T") where !tracker.frontIsSimpleQuery && !pendingDescribes.isEmpty,
+                 UInt8(ascii: "n") where !tracker.frontIsSimpleQuery && !pendingDescribes.isEmpty:
+                // The answer to a Describe: the statement's columns, for masking its rows.
+                let describe = pendingDescribes.removeFirst()
+                if case .rowDescription(let fields)? = try? BackendMessage.parse(frame) {
+                    describe.description.fields = fields
+                } else {
+                    describe.description.fields = []
+                }
+                if describe.injected { return }
+            case UInt8(ascii: "T"):
+                if let front, case .rowDescription(let fields)? = try? BackendMessage.parse(frame) {
+                    maskPlans[front.id] = ResultMaskPlan(
+                        fields: fields, resultFormats: nil, masks: masks, catalog: catalog, statement: front.controls?.statement)
+                }
+            case UInt8(ascii: "D"):
+                if let front, let masked = maskRow(frame.body, statement: front, allocator: allocator) {
+                    frame = PostgresFrame(type: frame.type, body: masked)
+                }
+            case UInt8(ascii: "E"), UInt8(ascii: "N"):
+                if let masked = maskError(frame, statement: front, allocator: allocator) { frame = masked }
+            case UInt8(ascii: "Z"):
+                readyForQueryReceived += 1
+                pendingDescribes.removeAll { $0.readyBefore < readyForQueryReceived }
+            default:
+                break
+            }
+        }
         switch frame.type {
         case UInt8(ascii: "E") where front.map({ refusals[$0.id] != nil }) ?? false:
             // The stand-in failed as it always does; the client is told why its statement was refused.
@@ -857,11 +992,16 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         case UInt8(ascii: "D"), UInt8(ascii: "d"):
             if cutting || cut?.swallowing == true { return }
             if let front, let limit = front.controls?.rowLimit {
-                let sent = rowsSent[front.id, default: 0]
+                let cursor = front.controls?.statement.flatMap { $0.kind == .cursor && $0.innerStatement == nil ? $0.objectName : nil }
+                let sent = cursor.map { cursorRowsSent[$0, default: 0] } ?? rowsSent[front.id, default: 0]
                 guard sent < limit.maxRows else {
                     return startCut(front, limit: limit)
                 }
-                rowsSent[front.id] = sent + 1
+                if let cursor {
+                    if cursorRowsSent[cursor] != nil || cursorRowsSent.count < Self.maxPreparedStatements { cursorRowsSent[cursor] = sent + 1 }
+                } else {
+                    rowsSent[front.id] = sent + 1
+                }
             }
         case UInt8(ascii: "C") where cutting && cut?.swallowing == false,
              UInt8(ascii: "E") where cutting && cut?.swallowing == false,
@@ -897,6 +1037,43 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         track(frame)
         writeToClient(frame)
+    }
+
+    /// A DataRow with its masked values rewritten; nil when nothing in it is masked.
+    private func maskRow(_ body: ByteBuffer, statement: StatementTracker.Statement, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        let plan: ResultMaskPlan?
+        if let known = maskPlans[statement.id] {
+            plan = known
+        } else if let fields = statement.controls?.description?.fields {
+            plan = ResultMaskPlan(
+                fields: fields, resultFormats: statement.resultFormats, masks: masks, catalog: catalog,
+                statement: statement.controls?.statement)
+            maskPlans[statement.id] = .some(plan)
+        } else {
+            // Rows whose columns the gateway never learnt (a portal opened by SQL and fetched
+            // with Execute): nothing in them can be told apart, so nothing is passed on.
+            var copy = body
+            let count = Int(copy.readInteger(as: Int16.self) ?? 0)
+            return ResultMaskPlan.encode(Array(repeating: nil, count: max(count, 0)), allocator: allocator)
+        }
+        return plan?.apply(to: body, masker: environment.settings.masker, allocator: allocator)
+    }
+
+    private func maskError(_ frame: PostgresFrame, statement: StatementTracker.Statement?, allocator: ByteBufferAllocator) -> PostgresFrame? {
+        let parsed = try? BackendMessage.parse(frame)
+        let fields: ErrorFields
+        switch parsed {
+        case .errorResponse(let value)?, .noticeResponse(let value)?: fields = value
+        default: return nil
+        }
+        let touches = ResultMaskPlan.maskedColumnSource(statement?.controls?.statement, masks: masks) != nil
+        guard let masked = ErrorMasking.mask(fields, masks: masks, statementTouchesMaskedColumns: touches, masker: environment.settings.masker) else {
+            return nil
+        }
+        var buffer = allocator.buffer(capacity: 256)
+        PostgresEncoder.backend(frame.type == UInt8(ascii: "E") ? .errorResponse(masked) : .noticeResponse(masked), into: &buffer)
+        buffer.moveReaderIndex(forwardBy: 5)
+        return PostgresFrame(type: frame.type, body: buffer)
     }
 
     /// Stops a result at the row limit: later rows are dropped, a simple query is cancelled on the
@@ -974,7 +1151,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         for outcome in finished {
             let id = outcome.statement.id
             refusals[id] = nil
-            if !outcome.suspended { rowsSent[id] = nil }
+            if !outcome.suspended {
+                rowsSent[id] = nil
+                maskPlans[id] = nil
+            }
             if let seq = committedSeqs[id] {
                 // A suspended portal will be executed again under the same request event.
                 if !outcome.suspended { committedSeqs[id] = nil }

@@ -2,6 +2,7 @@ import Audit
 import GatehouseCore
 import Identity
 import NIOSSL
+import Masking
 import Policy
 
 /// Everything the PostgreSQL gateway needs, built by the server from the configuration.
@@ -19,13 +20,16 @@ public struct PostgresGatewaySettings: Sendable {
     public var connections: [String: UpstreamTarget]
     /// The gateway's one policy: every statement is decided by its rules.
     public var policy: Policy
+    /// Applies the policy's mask rules (keyed hashes use the gateway's mask key).
+    public var masker: ValueMasker
 
     public init(
         host: String, port: Int, tls: NIOSSLContext?, requireTLS: Bool, maxFrameBytes: Int, maxRecordedRows: Int,
         maxPayloadBytes: Int, maxConnections: Int = 1000, node: String, connections: [String: UpstreamTarget],
-        policy: Policy = Policy()
+        policy: Policy = Policy(), masker: ValueMasker
     ) {
         self.policy = policy
+        self.masker = masker
         self.maxConnections = maxConnections
         self.host = host
         self.port = port
@@ -74,4 +78,5 @@ struct SessionEnvironment: Sendable {
     let auditLog: AuditLog
     let cancels: CancelRegistry
     let statementBatchers: LoopAuditBatchers
+    let catalogs: CatalogCache
 }

@@ -22,7 +22,8 @@ public final class PostgresListener: Service, Sendable {
         onBound: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
         environment = SessionEnvironment(settings: settings, verifier: verifier, auditLog: auditLog, cancels: CancelRegistry(),
-            statementBatchers: LoopAuditBatchers(log: auditLog))
+            statementBatchers: LoopAuditBatchers(log: auditLog),
+            catalogs: CatalogCache())
         self.logger = logger
         self.onBound = onBound
     }

@@ -11,6 +11,8 @@ struct StatementControls: Sendable {
     var statement: SQLStatement?
     var evaluation: PolicyEvaluation?
     var decision: Decision?
+    /// The columns of the statement's rows, once the server has described them (extended protocol).
+    var description: RowDescriptionBox?
 
     init(statement: SQLStatement? = nil, evaluation: PolicyEvaluation? = nil, decision: Decision? = nil) {
         self.statement = statement
@@ -82,4 +84,11 @@ struct RowLimitCut {
         buffer.moveReaderIndex(forwardBy: 4)
         return PostgresFrame(type: type, body: buffer)
     }
+}
+
+/// The row description of one prepared statement, filled in when the server's answer to a
+/// Describe arrives, and shared by every portal bound to the statement. Lives on the session's
+/// event loop only.
+final class RowDescriptionBox: @unchecked Sendable {
+    var fields: [FieldDescription]?
 }

@@ -229,6 +229,14 @@ struct StatementTracker {
 
     var frontStatementID: Int? { frontStatement?.id }
 
+    /// True when the server is answering a simple Query.
+    var frontIsSimpleQuery: Bool {
+        switch front {
+        case .simpleQuery, .queryPart: true
+        default: false
+        }
+    }
+
     /// True when the statement now answered is an extended-protocol execution.
     var frontIsExecute: Bool {
         if case .execute = front { return true }
