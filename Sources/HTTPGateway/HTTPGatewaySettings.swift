@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import NIOSSL
+import Masking
 import Policy
 
 /// The credential the gateway adds to every request it forwards on a connection. The client never
@@ -79,8 +80,10 @@ public struct HTTPGatewaySettings: Sendable {
     public var targets: [HTTPTarget]
     /// The gateway's one policy; HTTP requests are decided by its rules.
     public var policy: Policy
+    /// Applies the policy's mask rules (keyed hashes use the gateway's mask key).
+    public var masker: ValueMasker
 
-    public init(host: String, port: Int, idleTimeout: Duration = .seconds(60), tls: TLSConfiguration? = nil, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget], policy: Policy = Policy()) {
+    public init(host: String, port: Int, idleTimeout: Duration = .seconds(60), tls: TLSConfiguration? = nil, node: String, maxRecordedBodyBytes: Int = 16 * 1024, maxPayloadBytes: Int = 64 * 1024, targets: [HTTPTarget], policy: Policy = Policy(), masker: ValueMasker) {
         self.host = host
         self.port = port
         self.idleTimeout = idleTimeout
@@ -90,5 +93,6 @@ public struct HTTPGatewaySettings: Sendable {
         self.maxPayloadBytes = maxPayloadBytes
         self.targets = targets
         self.policy = policy
+        self.masker = masker
     }
 }
