@@ -196,7 +196,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PostgresGatewayTests",
-            dependencies: ["PostgresGateway", "PostgresWire", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["PostgresGateway", "PostgresWire", "Policy", "Masking", "SQLInspection", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSwift6
         ),
         .testTarget(

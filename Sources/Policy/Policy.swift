@@ -180,11 +180,21 @@ public struct RuleCheck: Sendable, Equatable {
 public struct NamedMask: Sendable, Equatable {
     public var rule: String
     public var action: MaskAction
+
+    public init(rule: String, action: MaskAction) {
+        self.rule = rule
+        self.action = action
+    }
 }
 
 public struct RowLimit: Sendable, Equatable {
     public var rule: String
     public var maxRows: Int
+
+    public init(rule: String, maxRows: Int) {
+        self.rule = rule
+        self.maxRows = maxRows
+    }
 }
 
 /// Every statement of one SQL text, and what that means for the text as a whole.

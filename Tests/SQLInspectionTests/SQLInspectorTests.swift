@@ -263,3 +263,25 @@ struct SQLInspectorTests {
         #expect(SQLInspector.fingerprint("SELECT 1\u{0}") == nil)
     }
 }
+
+@Suite("Column references")
+struct ColumnReferenceTests {
+    @Test(arguments: [
+        ("SELECT email, c.card_number FROM customers c WHERE id = 1", ["email", "card_number", "id"], false),
+        ("SELECT lower(\"Email\") FROM t", ["Email"], false),
+        ("SELECT count(*) FROM customers", [], false),
+        ("SELECT * FROM customers", [], true),
+        ("SELECT c.* FROM customers c", [], true),
+        ("SELECT c FROM customers c", ["c"], true),
+        ("SELECT row_to_json(customers) FROM customers", ["customers"], true),
+        ("SELECT s FROM (SELECT email FROM customers) s", ["s", "email"], true),
+        ("WITH w AS (SELECT email FROM customers) SELECT w FROM w", ["email", "w"], true),
+        ("SELECT (SELECT max(email) FROM customers) AS m", ["email"], false),
+        ("SELECT a FROM t UNION SELECT b FROM u", ["a", "b"], false),
+    ])
+    func referencesAreCollectedEverywhere(sql: String, columns: [String], wholeRows: Bool) {
+        let statement = SQLInspector.inspect(sql).statements[0]
+        #expect(statement.columnReferences == columns, "\(sql)")
+        #expect(statement.referencesWholeRows == wholeRows, "\(sql)")
+    }
+}
