@@ -13,7 +13,10 @@
 #      PgBouncer and through Gatehouse;
 #   5. a table of TPS and average latency with the ratios Gatehouse/direct and Gatehouse/PgBouncer
 #      and the latency each proxy adds over direct, in microseconds;
-#   6. stops Gatehouse with SIGTERM, runs `gatehouse audit verify` and counts the recorded events.
+#   6. the masked variant: a select of one sample customer (examples/demo-schema.sql) through
+#      Gatehouse on a connection without mask rules and on one whose rules mask the email and card
+#      columns and run the SSN and phone detectors over every value; masked/unmasked TPS;
+#   7. stops Gatehouse with SIGTERM, runs `gatehouse audit verify` and counts the recorded events.
 # Everything it starts is stopped on exit (also on Ctrl-C or failure).
 #
 # Environment:
@@ -21,6 +24,7 @@
 #   BENCH_CLIENTS   client counts to run (default "1 8"); -j is min(clients, 2)
 #   BENCH_TARGETS   which of "direct pgbouncer gatehouse" to run (default all three)
 #   BENCH_WORKLOADS which of "select-simple select-prepared tpcb" to run (default all three)
+#   BENCH_MASKED=0  skip the masked variant
 #   GATEHOUSE_BIN   use this gatehouse binary instead of building .build-release/release/gatehouse
 #   BENCH_SKIP_BUILD=1  reuse .build-release/release/gatehouse without running swift build
 #   BENCH_KEEP=1    keep the work directory (pgbench outputs, logs, audit store) for a post-mortem
@@ -148,6 +152,14 @@ say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
 pg_start "$WORK/pg" "$PG_PORT" || die "PostgreSQL did not start"
 PG_STARTED=1
 
+say "loading the sample customers (examples/demo-schema.sql)"
+"${clean_env[@]}" PGPASSWORD="$DB_PASSWORD" "$PG_BINDIR/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U gh_scram -d app \
+  -f "$ROOT/examples/demo-schema.sql" >"$WORK/demo-schema.log" 2>&1 || { cat "$WORK/demo-schema.log" >&2; die "loading the sample customers failed"; }
+cat >"$WORK/customers.sql" <<'SQL'
+\set id random(1, 50)
+SELECT id, full_name, email, phone, card_number, national_id FROM customers WHERE id = :id;
+SQL
+
 say "pgbench -i -s $SCALE"
 if ! "${clean_env[@]}" PGPASSWORD="$DB_PASSWORD" "$PGBENCH" -i -s "$SCALE" -q \
     -h 127.0.0.1 -p "$PG_PORT" -U gh_scram app >"$WORK/pgbench-init.log" 2>&1; then
@@ -223,6 +235,21 @@ connections:
     password: env:GATEHOUSE_BENCH_DB_PASSWORD
     allow:
       groups: [dev]
+  - name: bench-masked
+    type: postgres
+    upstream: postgres://127.0.0.1:$PG_PORT/app
+    username: gh_scram
+    password: env:GATEHOUSE_BENCH_DB_PASSWORD
+    allow:
+      groups: [dev]
+policy:
+  rules:
+    - name: pii
+      effect: mask
+      connections: [bench-masked]
+      columns: [customers.email, customers.card_number]
+      detectors: [ssn, phone]
+      strategy: partial
 YAML
 GATEWAY_LOG="$WORK/gatehouse/gateway.log"
 "$BIN" serve --config "$GATEWAY_CONFIG" >"$WORK/gatehouse/stdout.log" 2>"$GATEWAY_LOG" &
@@ -249,7 +276,7 @@ TOKEN="$("$BIN" dev token --config "$GATEWAY_CONFIG" --subject bench --groups de
 # ---------------------------------------------------------------------------------------------
 # Runs
 
-declare -A TPS LAT TXNS CPU FAILED
+declare -A TPS LAT TXNS CPU FAILED MASKED_TPS MASKED_CPU
 FAILURES=()
 GATEWAY_STATEMENTS=0    # statements pgbench ran through the gateway (transactions x statements)
 
@@ -264,7 +291,7 @@ CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 # The proxy process whose CPU time a run is charged with.
 proxy_pid() {
   case "$1" in
-    gatehouse) echo "$GATEWAY_PID" ;;
+    gatehouse|gatehouse-masked) echo "$GATEWAY_PID" ;;
     pgbouncer) cat "$BOUNCER_PIDFILE" 2>/dev/null || true ;;
   esac
 }
@@ -280,11 +307,13 @@ run_pgbench() {
     direct)    conn=(-h 127.0.0.1 -p "$PG_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
     pgbouncer) conn=(-h 127.0.0.1 -p "$BOUNCER_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
     gatehouse) conn=(-h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench); local pw="$TOKEN" ;;
+    gatehouse-masked) conn=(-h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench-masked); local pw="$TOKEN" ;;
   esac
   case "$workload" in
     select-simple)   mode=(-S -M simple) ;;
     select-prepared) mode=(-S -M prepared) ;;
     tpcb)            mode=(-M simple) ;;
+    customers)       mode=(-M simple -n -f "$WORK/customers.sql") ;;
   esac
   mkdir -p "$WORK/runs"
   printf '    %-16s %2d client(s)  %-10s ' "$workload" "$clients" "$target" >&2
@@ -332,7 +361,7 @@ run_pgbench() {
   if [ -n "$cpu0" ] && [ -n "$cpu1" ] && [ -n "$txns" ] && [ "$txns" -gt 0 ]; then
     CPU[$key]="$(awk -v t=$(( cpu1 - cpu0 )) -v hz="$CLK_TCK" -v n="$txns" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }')"
   fi
-  if [ "$target" = gatehouse ] && [ -n "$txns" ]; then
+  if [[ "$target" == gatehouse* ]] && [ -n "$txns" ]; then
     local per=1
     [ "$workload" = tpcb ] && per=7      # BEGIN, 3 UPDATEs, SELECT, INSERT, END
     GATEWAY_STATEMENTS=$(( GATEWAY_STATEMENTS + txns * per ))
@@ -350,6 +379,22 @@ for workload in $WORKLOADS; do
     done
   done
 done
+
+MASKED_ROUNDS=2
+if [ "${BENCH_MASKED:-1}" != 0 ] && [[ " $TARGETS " == *" gatehouse "* ]]; then
+  say "masked variant: one sample customer per transaction, unmasked and masked connections, ${MASKED_ROUNDS} rounds"
+  for clients in $CLIENT_COUNTS; do
+    for round in $(seq "$MASKED_ROUNDS"); do
+      for target in gatehouse gatehouse-masked; do
+        run_pgbench "$target" customers "$clients"
+        key="customers/$clients/$target"
+        # Rounds are added up: the ratio compares the same amount of time on each side.
+        [ -n "${TPS[$key]:-}" ] && MASKED_TPS[$key]="$(awk -v a="${MASKED_TPS[$key]:-0}" -v b="${TPS[$key]}" 'BEGIN { print a + b }')"
+        [ -n "${CPU[$key]:-}" ] && MASKED_CPU[$key]="$(awk -v a="${MASKED_CPU[$key]:-0}" -v b="${CPU[$key]}" -v r="$MASKED_ROUNDS" 'BEGIN { print a + b / r }')"
+      done
+    done
+  done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Results
@@ -392,6 +437,24 @@ done
 echo
 echo "direct/pgbouncer/gatehouse = TPS; GH/dir, GH/PgB = Gatehouse TPS ratios; PgB +µs, GH +µs = average latency added over direct;"
 echo "cpu/tx = the proxy process's CPU time (user+system) per pgbench transaction, in µs."
+
+if [ "${#MASKED_TPS[@]}" -gt 0 ]; then
+  echo
+  echo "Masked variant (SELECT of one customer's six columns; email and card masked by column, SSN and phone detectors on every value):"
+  echo
+  printf '| %2s | %14s | %14s | %13s | %12s | %12s |\n' c "unmasked TPS" "masked TPS" "masked/unm." "unm. cpu/tx" "masked cpu/tx"
+  printf '|%s|%s|%s|%s|%s|%s|\n' "---:" "---------------:" "---------------:" "--------------:" "-------------:" "--------------:"
+  for clients in $CLIENT_COUNTS; do
+    u="customers/$clients/gatehouse"; m="customers/$clients/gatehouse-masked"
+    printf '| %2s | %14s | %14s | %13s | %12s | %12s |\n' "$clients" \
+      "$(fmt_tps "$(awk -v a="${MASKED_TPS[$u]:-0}" -v r="$MASKED_ROUNDS" 'BEGIN { if (a > 0) print a / r }')")" \
+      "$(fmt_tps "$(awk -v a="${MASKED_TPS[$m]:-0}" -v r="$MASKED_ROUNDS" 'BEGIN { if (a > 0) print a / r }')")" \
+      "$(fmt_ratio "${MASKED_TPS[$m]:-}" "${MASKED_TPS[$u]:-}")" \
+      "$(awk -v a="${MASKED_CPU[$u]:-}" 'BEGIN { if (a != "") printf "%.0f", a; else print "-" }')" \
+      "$(awk -v a="${MASKED_CPU[$m]:-}" 'BEGIN { if (a != "") printf "%.0f", a; else print "-" }')"
+  done
+  echo "Target: masking costs under 15% of throughput (masked/unm. at least 0.85x)."
+fi
 
 # ---------------------------------------------------------------------------------------------
 # The audit trail

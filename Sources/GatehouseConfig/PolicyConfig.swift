@@ -139,9 +139,11 @@ extension ConfigLoader {
             case .partial: .partial(keep: keep)
             case .hash: .keyedHash
             }
-            mask = MaskAction(
-                columns: columns, jsonPaths: jsonPaths, detectors: detectors, strategy: strategy,
-                keepUnmaskedForAudit: entry.bool("keep_unmasked_for_audit") ?? false)
+            if entry.bool("keep_unmasked_for_audit") == true {
+                // Not built yet: accepting it would promise auditors values the trail does not hold.
+                reader.report(line: entry.lineOf("keep_unmasked_for_audit"), "\(path).keep_unmasked_for_audit is not available yet; the trail keeps masked values only")
+            }
+            mask = MaskAction(columns: columns, jsonPaths: jsonPaths, detectors: detectors, strategy: strategy)
         case .limit?:
             maxRows = entry.int("max_rows", in: 0...1_000_000_000)
             if maxRows == nil && !entry.has("max_rows") {
@@ -164,7 +166,7 @@ extension ConfigLoader {
         _ section: ConfigSection, _ key: String, _ type: T.Type, path: String, reader: ConfigReader
     ) -> [T] where T.RawValue == String {
         var values: [T] = []
-        let known = Dictionary(uniqueKeysWithValues: T.allCases.map { (snakeCase($0.rawValue), $0) })
+        let known = Dictionary(uniqueKeysWithValues: T.allCases.map { (PolicyNames.snakeCase($0.rawValue), $0) })
         for text in section.strings(key) ?? [] {
             if let value = known[text.lowercased()] {
                 values.append(value)
@@ -173,18 +175,6 @@ extension ConfigLoader {
             }
         }
         return values
-    }
-
-    static func snakeCase(_ camel: String) -> String {
-        var result = ""
-        for character in camel {
-            if character.isUppercase {
-                result += "_" + character.lowercased()
-            } else {
-                result.append(character)
-            }
-        }
-        return result
     }
 
     /// Why a rule can never match anything, if it cannot.
@@ -221,7 +211,7 @@ extension ConfigLoader {
             }
             if sql.flags.isSubset(of: [.copyToProgram, .copyFromProgram]), !sql.flags.isEmpty, !sql.kinds.isEmpty,
                !sql.kinds.contains(.copyProgram), !sql.kinds.contains(.explainAnalyze), !sql.kinds.contains(.prepare) {
-                problems.append("only COPY … PROGRAM statements (kind copy_program) have the flags \(sql.flags.map(\.rawValue).sorted().joined(separator: ", "))")
+                problems.append("only COPY … PROGRAM statements (kind copy_program) have the flags \(sql.flags.map(\.policyName).sorted().joined(separator: ", "))")
             }
         }
         if rule.who.callers == .people, rule.who.groups.isEmpty, rule.who.subjects.isEmpty, !rule.who.agents.isEmpty {

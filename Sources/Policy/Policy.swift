@@ -37,7 +37,7 @@ public struct Policy: Sendable {
 
         var describe: String {
             switch self {
-            case .sql(let statement, _): statement.isUnknown ? "an unclassified statement" : "a \(statement.kind.rawValue) statement"
+            case .sql(let statement, _): statement.isUnknown ? "an unclassified statement" : "a \(statement.kind.policyName) statement"
             case .http(let method, let path): "\(method) \(path)"
             }
         }

@@ -126,7 +126,7 @@ public struct SQLMatch: Sendable, Equatable {
         if !kinds.isEmpty {
             let statementKinds = [statement.kind] + (statement.innerStatement.map { [$0.kind] } ?? [])
             if !statementKinds.contains(where: kinds.contains) {
-                return "the statement is \(statement.kind.rawValue), not \(kinds.map(\.rawValue).sorted().joined(separator: "/"))"
+                return "the statement is \(statement.kind.policyName), not \(kinds.map(\.policyName).sorted().joined(separator: "/"))"
             }
         }
         if !relations.isEmpty, !statement.relations.contains(where: { access in relations.contains { $0.matches(access.relation) } }) {
@@ -136,7 +136,7 @@ public struct SQLMatch: Sendable, Equatable {
             return "it calls none of the functions \(functions.map(\.text).joined(separator: ", "))"
         }
         if !flags.isEmpty, flags.isDisjoint(with: statement.flags) {
-            return "it has none of the flags \(flags.map(\.rawValue).sorted().joined(separator: ", "))"
+            return "it has none of the flags \(flags.map(\.policyName).sorted().joined(separator: ", "))"
         }
         if let writes, writes != statement.writes {
             return writes ? "the statement does not write" : "the statement may write"
@@ -284,4 +284,27 @@ enum Glob {
         while p < pattern.count, pattern[p] == UInt8(ascii: "*") { p += 1 }
         return p == pattern.count
     }
+}
+
+/// Names as the configuration writes them: `copy_to`, `update_or_delete_without_where`.
+public enum PolicyNames {
+    /// `copyTo` → `copy_to`; a run of capitals is one word (`dynamicSQL` → `dynamic_sql`).
+    public static func snakeCase(_ camel: String) -> String {
+        var result = ""
+        var previousWasLower = false
+        for character in camel {
+            if character.isUppercase && previousWasLower { result += "_" }
+            result += character.lowercased()
+            previousWasLower = character.isLowercase || character.isNumber
+        }
+        return result
+    }
+}
+
+extension SQLStatementKind {
+    public var policyName: String { PolicyNames.snakeCase(rawValue) }
+}
+
+extension SQLStatementFlag {
+    public var policyName: String { PolicyNames.snakeCase(rawValue) }
 }

@@ -119,11 +119,11 @@ struct PolicyCommand: AsyncParsableCommand {
         }
 
         static func describe(_ statement: SQLStatement) -> String {
-            var parts = ["kind \(statement.kind.rawValue)" + (statement.innerStatement.map { " of \($0.kind.rawValue)" } ?? "")]
+            var parts = ["kind \(statement.kind.policyName)" + (statement.innerStatement.map { " of \($0.kind.policyName)" } ?? "")]
             parts.append(statement.writes ? "may write" : "reads only")
             if !statement.relations.isEmpty { parts.append("relations: " + statement.relations.map(\.description).joined(separator: ", ")) }
             if !statement.functions.isEmpty { parts.append("functions: " + statement.functions.joined(separator: ", ")) }
-            if !statement.flags.isEmpty { parts.append("flags: " + statement.flags.map(\.rawValue).sorted().joined(separator: ", ")) }
+            if !statement.flags.isEmpty { parts.append("flags: " + statement.flags.map(\.policyName).sorted().joined(separator: ", ")) }
             return parts.joined(separator: "; ")
         }
 
