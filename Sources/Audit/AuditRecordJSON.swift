@@ -5,7 +5,7 @@ import GatehouseCore
 /// because every statement through the gateway pays for it. Keys are written in sorted order.
 enum AuditRecordJSON {
     static func encode(_ record: AuditRecord) -> [UInt8] {
-        var json = JSONWriter(capacity: 512 + (record.payload?.utf8.count ?? 0))
+        var json = JSONWriter(capacity: 512 + (record.payload?.utf8.count ?? 0) + (record.sealedPayload?.utf8.count ?? 0))
         json.beginObject()
         json.key("client")
         write(record.client, into: &json)
@@ -60,6 +60,7 @@ enum AuditRecordJSON {
             json.member("subject", principal.subject)
             json.endObject()
         }
+        json.member("sealedPayload", record.sealedPayload)
         json.member("session", record.session)
         json.member("timeMillis", record.timeMillis)
         json.endObject()

@@ -139,11 +139,9 @@ extension ConfigLoader {
             case .partial: .partial(keep: keep)
             case .hash: .keyedHash
             }
-            if entry.bool("keep_unmasked_for_audit") == true {
-                // Not built yet: accepting it would promise auditors values the trail does not hold.
-                reader.report(line: entry.lineOf("keep_unmasked_for_audit"), "\(path).keep_unmasked_for_audit is not available yet; the trail keeps masked values only")
-            }
-            mask = MaskAction(columns: columns, jsonPaths: jsonPaths, detectors: detectors, strategy: strategy)
+            mask = MaskAction(
+                columns: columns, jsonPaths: jsonPaths, detectors: detectors, strategy: strategy,
+                keepUnmaskedForAudit: entry.bool("keep_unmasked_for_audit") ?? false)
         case .limit?:
             maxRows = entry.int("max_rows", in: 0...1_000_000_000)
             if maxRows == nil && !entry.has("max_rows") {

@@ -22,6 +22,8 @@ public struct AuditRecord: Sendable, Codable, Equatable {
     public var payload: String?
     /// True when `payload` was cut at the cap.
     public var payloadTruncated: Bool?
+    /// The unmasked result, sealed for auditors (`AuditSeal`), when a mask rule lets the trail keep it.
+    public var sealedPayload: String?
 
     public init(
         time: Date = Date(),
@@ -34,7 +36,8 @@ public struct AuditRecord: Sendable, Codable, Equatable {
         decision: Decision,
         outcome: Outcome? = nil,
         payload: String? = nil,
-        payloadTruncated: Bool? = nil
+        payloadTruncated: Bool? = nil,
+        sealedPayload: String? = nil
     ) {
         self.timeMillis = Int64((time.timeIntervalSince1970 * 1000).rounded(.down))
         self.node = node
@@ -47,6 +50,7 @@ public struct AuditRecord: Sendable, Codable, Equatable {
         self.outcome = outcome
         self.payload = payload
         self.payloadTruncated = payloadTruncated
+        self.sealedPayload = sealedPayload
     }
 
     public var time: Date { Date(timeIntervalSince1970: Double(timeMillis) / 1000) }

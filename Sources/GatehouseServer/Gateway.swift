@@ -110,7 +110,8 @@ public final class Gateway: Sendable {
     /// Runs until SIGINT/SIGTERM (or cancellation), then drains and checkpoints the audit trail.
     /// `onReady` is called once every listener is accepting connections.
     public func run(onReady: @escaping @Sendable (BoundListeners) async -> Void = { _ in }) async throws {
-        let masker = ValueMasker(hashKey: try MaskKey.load(config))
+        let maskKey = try MaskKey.load(config)
+        let masker = ValueMasker(hashKey: maskKey)
         let expected = 1 + (config.postgres.listen == nil ? 0 : 1) + (config.http.listen == nil ? 0 : 1)
         let bound = BoundPorts(expected: expected) { ports in
             await onReady(BoundListeners(admin: ports["admin"] ?? 0, postgres: ports["postgres"], http: ports["http"]))
@@ -134,7 +135,8 @@ public final class Gateway: Sendable {
                 node: config.gateway.node,
                 connections: try Self.postgresTargets(config),
                 policy: config.policy,
-                masker: masker)
+                masker: masker,
+                auditSeal: AuditSeal(maskKey: maskKey))
             services.append(.init(service: PostgresListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
                 onBound: { port in await bound.report("postgres", port) })))

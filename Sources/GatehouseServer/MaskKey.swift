@@ -4,7 +4,7 @@ import Masking
 
 /// The key of the masks' keyed hash. The same key gives the same masked value for the same input,
 /// so masked columns still join and group; changing it changes every hashed value.
-enum MaskKey {
+public enum MaskKey {
     static let minimumBytes = 32
 
     struct Problem: Error, CustomStringConvertible {
@@ -13,7 +13,7 @@ enum MaskKey {
 
     /// From `policy.mask_key` when set (base64, or at least 32 bytes of text), else from the key
     /// file in the state directory, created with 32 random bytes on first start.
-    static func load(_ config: GatehouseConfig) throws -> [UInt8] {
+    public static func load(_ config: GatehouseConfig) throws -> [UInt8] {
         if let reference = config.maskKey {
             let secret = try reference.resolve()
             if let decoded = Data(base64Encoded: secret.trimmingCharacters(in: .whitespacesAndNewlines)), decoded.count >= minimumBytes {

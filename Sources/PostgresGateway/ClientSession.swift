@@ -85,6 +85,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var readyForQueryReceived = 0
     /// The mask plan of each statement whose rows are passing, by statement id.
     private var maskPlans: [Int: ResultMaskPlan?] = [:]
+    /// A mask rule lets the trail keep the unmasked rows, sealed: the first rows of each
+    /// statement as the database sent them, by statement id.
+    private var keepsUnmasked = false
+    private var unmaskedRows: [Int: [[String?]]] = [:]
 
     private var statements: [String: Prepared] = [:]
     /// Statements prepared with SQL (`PREPARE name AS …`), so an `EXECUTE name` is decided as what
@@ -462,6 +466,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         case .readyForQuery:
             masks = environment.settings.policy.masks(principal: principal!, connection: target.name)
+            keepsUnmasked = environment.settings.auditSeal != nil && masks.contains { $0.action.keepUnmaskedForAudit }
             if masks.contains(where: { !$0.action.columns.isEmpty }) {
                 if let cached = environment.catalogs.fresh(target.name) {
                     catalog = cached
@@ -1056,7 +1061,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             let count = Int(copy.readInteger(as: Int16.self) ?? 0)
             return ResultMaskPlan.encode(Array(repeating: nil, count: max(count, 0)), allocator: allocator)
         }
-        return plan?.apply(to: body, masker: environment.settings.masker, allocator: allocator)
+        guard let plan else { return nil }
+        if keepsUnmasked, unmaskedRows[statement.id, default: []].count < environment.settings.maxRecordedRows,
+           case .dataRow(let values)? = try? BackendMessage.parse(PostgresFrame(type: UInt8(ascii: "D"), body: body)) {
+            unmaskedRows[statement.id, default: []].append(values.enumerated().map { index, value in
+                value.map { StatementTracker.text($0, binary: index < plan.binary.count && plan.binary[index]) }
+            })
+        }
+        return plan.apply(to: body, masker: environment.settings.masker, allocator: allocator)
     }
 
     private func maskError(_ frame: PostgresFrame, statement: StatementTracker.Statement?, allocator: ByteBufferAllocator) -> PostgresFrame? {
@@ -1148,13 +1160,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         default:
             return
         }
-        for outcome in finished {
+        for var outcome in finished {
             let id = outcome.statement.id
             refusals[id] = nil
             if !outcome.suspended {
                 rowsSent[id] = nil
                 maskPlans[id] = nil
             }
+            outcome.unmaskedRows = outcome.suspended ? unmaskedRows[id] : unmaskedRows.removeValue(forKey: id)
             if let seq = committedSeqs[id] {
                 // A suspended portal will be executed again under the same request event.
                 if !outcome.suspended { committedSeqs[id] = nil }
@@ -1182,8 +1195,18 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 error: outcome.errorMessage.map { String($0.prefix(1024)) },
                 durationMicros: Int64(duration.components.seconds) * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000),
             payload: payload.text,
-            payloadTruncated: payload.truncated ? true : nil)
+            payloadTruncated: payload.truncated ? true : nil,
+            sealedPayload: sealedPayload(outcome))
         environment.auditLog.appendEventually(record)
+    }
+
+    /// The unmasked first rows, sealed, when a mask rule lets the trail keep them.
+    private func sealedPayload(_ outcome: StatementTracker.Outcome) -> String? {
+        guard let rows = outcome.unmaskedRows, !rows.isEmpty, let seal = environment.settings.auditSeal else { return nil }
+        var unmasked = outcome
+        unmasked.recordedRows = rows
+        guard let text = Self.payload(unmasked, maxBytes: environment.settings.maxPayloadBytes).text else { return nil }
+        return seal.seal(text)
     }
 
     private func writeToClient(_ frame: PostgresFrame) {
@@ -1256,12 +1279,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// An event of this session: who, from where, on which connection, under which decision.
     private func sessionRecord(
         _ operation: AuditRecord.Operation, decision: Decision? = nil, outcome: AuditRecord.Outcome? = nil, payload: String? = nil,
-        payloadTruncated: Bool? = nil
+        payloadTruncated: Bool? = nil, sealedPayload: String? = nil
     ) -> AuditRecord {
         AuditRecord(
             node: environment.settings.node, session: sessionID, principal: principal, client: client,
             connection: target?.name, operation: operation, decision: decision ?? accessDecision, outcome: outcome,
-            payload: payload, payloadTruncated: payloadTruncated)
+            payload: payload, payloadTruncated: payloadTruncated, sealedPayload: sealedPayload)
     }
 
     private static func connectRecord(

@@ -22,14 +22,17 @@ public struct PostgresGatewaySettings: Sendable {
     public var policy: Policy
     /// Applies the policy's mask rules (keyed hashes use the gateway's mask key).
     public var masker: ValueMasker
+    /// Seals the unmasked results mask rules let the trail keep; nil keeps masked values only.
+    public var auditSeal: AuditSeal?
 
     public init(
         host: String, port: Int, tls: NIOSSLContext?, requireTLS: Bool, maxFrameBytes: Int, maxRecordedRows: Int,
         maxPayloadBytes: Int, maxConnections: Int = 1000, node: String, connections: [String: UpstreamTarget],
-        policy: Policy = Policy(), masker: ValueMasker
+        policy: Policy = Policy(), masker: ValueMasker, auditSeal: AuditSeal? = nil
     ) {
         self.policy = policy
         self.masker = masker
+        self.auditSeal = auditSeal
         self.maxConnections = maxConnections
         self.host = host
         self.port = port

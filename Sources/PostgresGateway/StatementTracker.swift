@@ -30,6 +30,8 @@ struct StatementTracker {
         /// 0 text, 1 binary, per column, from the RowDescription.
         var columnFormats: [Int16] = []
         var recordedRows: [[String?]] = []
+        /// The same first rows before masking, when a mask rule lets the trail keep them sealed.
+        var unmaskedRows: [[String?]]?
         var sqlState: String?
         var errorMessage: String?
         /// True when the server never ran it (an earlier error in the same pipeline).

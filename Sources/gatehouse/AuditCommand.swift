@@ -9,8 +9,55 @@ struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit",
         abstract: "Inspect and verify the audit trail.",
-        subcommands: [Verify.self, List.self]
+        subcommands: [Verify.self, List.self, Unseal.self]
     )
+
+    struct Unseal: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the unmasked result a mask rule let the trail keep, sealed (needs the gateway's mask key).",
+            discussion: "Reading it is itself recorded in the trail (kind audit.unseal), with the operating-system user.")
+
+        @OptionGroup var options: ConfigOption
+
+        @Argument(help: "The event's sequence number (a sql.result event).")
+        var seq: Int64
+
+        func run() async throws {
+            let config = try options.load()
+            let store = try Gateway.openAuditStore(config)
+            let events = try await store.events(AuditQuery(afterSeq: seq - 1, limit: 1))
+            guard let event = events.first, event.seq == seq else {
+                try? await store.close()
+                throw fail("there is no event \(seq)")
+            }
+            guard let sealed = event.record.sealedPayload else {
+                try? await store.close()
+                throw fail("event \(seq) holds no sealed value")
+            }
+            let text: String
+            do {
+                text = try AuditSeal(maskKey: try MaskKey.load(config)).open(sealed)
+            } catch {
+                try? await store.close()
+                throw fail("\(error)")
+            }
+            let user = ProcessInfo.processInfo.environment["USER"] ?? String(getuid())
+            // The reading is recorded before anything is shown.
+            let record = AuditRecord(
+                node: config.gateway.node, session: "cli-unseal", principal: nil,
+                client: ClientInfo(application: "gatehouse audit unseal"), connection: event.record.connection,
+                operation: .init(kind: "audit.unseal", text: "unsealed event \(seq) (operating-system user \(user))"),
+                decision: .allow(rule: "mask-key", reason: "the reader holds the gateway's mask key"))
+            do {
+                _ = try store.append([record])
+            } catch {
+                try? await store.close()
+                throw fail("the reading cannot be recorded, so it is not shown: \(error)")
+            }
+            try? await store.close()
+            print(text)
+        }
+    }
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

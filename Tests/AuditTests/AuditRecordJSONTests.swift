@@ -24,7 +24,8 @@ struct AuditRecordJSONTests {
             decision: .deny(rule: "rule", reason: awkward),
             outcome: .init(status: "ok", rows: -3, bytes: Int64.max, errorCode: "22012", error: awkward, durationMicros: 0),
             payload: "{\"columns\":[]} " + awkward,
-            payloadTruncated: true)
+            payloadTruncated: true,
+            sealedPayload: "sealed:v1:" + awkward)
     }
 
     static var sparse: AuditRecord {
@@ -44,5 +45,21 @@ struct AuditRecordJSONTests {
             record.operation.text = "a\(Character(scalar))b"
             #expect(AuditRecordJSON.encode(record) == Array(try AuditCanonical.encoder().encode(record)), "U+\(String(scalar.value, radix: 16))")
         }
+    }
+}
+
+@Suite("Sealed payloads")
+struct AuditSealTests {
+    @Test func onlyTheSameMaskKeyOpensASeal() throws {
+        let seal = AuditSeal(maskKey: Array(repeating: UInt8(1), count: 32))
+        let sealed = seal.seal(#"{"rows":[["ada@example.com"]]}"#)
+        #expect(sealed.hasPrefix("sealed:v1:") && !sealed.contains("ada"))
+        #expect(try seal.open(sealed) == #"{"rows":[["ada@example.com"]]}"#)
+        #expect(seal.seal("x") != seal.seal("x"), "a fresh nonce each time")
+        let other = AuditSeal(maskKey: Array(repeating: UInt8(2), count: 32))
+        #expect(throws: AuditSeal.OpenError.self) { try other.open(sealed) }
+        var tampered = Array(sealed)
+        tampered[tampered.count - 3] = tampered[tampered.count - 3] == "A" ? "B" : "A"
+        #expect(throws: AuditSeal.OpenError.self) { try seal.open(String(tampered)) }
     }
 }

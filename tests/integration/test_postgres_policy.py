@@ -277,3 +277,25 @@ def test_policy_explain_and_check(gw, tmp_path):
     checked = gatehouse("check", "--config", str(bad))
     assert checked.returncode == 1
     assert "(pii) can never match: no connection is named maskd" in checked.stderr
+
+
+def test_unmasked_values_kept_for_auditors_are_sealed(pg, gateway_factory, originals):
+    """A mask rule with keep_unmasked_for_audit: the client and the trail's payload see masked
+    values; the sealed copy opens only with the gateway's mask key, and opening it is recorded."""
+    sealed_config = config(pg).replace("      strategy: partial\n", "      strategy: partial\n      keep_unmasked_for_audit: true\n")
+    gw = gateway_factory(sealed_config, env={"GH_SCRAM_PASSWORD": pg.passwords["gh_scram"]})
+    rows = masked_rows(gw, "SELECT id, email FROM customers ORDER BY id LIMIT 2")
+    assert rows[0][1] != originals[0][1]
+    result = wait_for(lambda: next((e for e in gw.events() if e["record"]["operation"]["kind"] == "sql.result"
+                                    and e["record"].get("sealedPayload")), None))
+    assert result, "the result event carries the sealed rows"
+    record = result["record"]
+    assert originals[0][1] not in (record.get("payload") or "") and originals[0][1] not in record["sealedPayload"]
+    opened = gw.cli("audit", "unseal", str(result["seq"]))
+    assert opened.returncode == 0, opened.stderr
+    assert originals[0][1] in opened.stdout and originals[1][1] in opened.stdout
+    assert any(e["record"]["operation"]["kind"] == "audit.unseal" for e in gw.events()), "reading it is recorded"
+    # A key other than the gateway's opens nothing.
+    (Path(gw.workdir) / "state" / "mask.key").write_text("QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=\n")
+    refused = gw.cli("audit", "unseal", str(result["seq"]))
+    assert refused.returncode == 1 and "cannot be opened" in refused.stderr
