@@ -24,7 +24,8 @@ extension ConfigLoader {
         }
         let maskKey = section?.secret("mask_key")
         let maskKeyPath = statePath(nil, "mask.key")
-        let kinds = Dictionary(uniqueKeysWithValues: connections.map { ($0.name, $0.kind) })
+        // A name used twice is already a reported problem; the first one counts here.
+        let kinds = Dictionary(connections.map { ($0.name, $0.kind) }, uniquingKeysWith: { first, _ in first })
         var names: [String: Int] = [:]
 
         func add(_ rule: PolicyRule, line: Int, path: String) {
@@ -127,8 +128,8 @@ extension ConfigLoader {
                     reader.report(line: entry.lineOf("detectors"), "\(path).detectors: '\(name)' is not a detector (one of: \(Detector.allCases.map(\.rawValue).joined(separator: ", ")))")
                 }
             }
-            for pattern in jsonPaths where !pattern.hasPrefix("$") {
-                reader.report(line: entry.lineOf("json_paths"), "\(path).json_paths: '\(pattern)' must start with '$'")
+            for pattern in jsonPaths where JSONPathPattern(pattern) == nil {
+                reader.report(line: entry.lineOf("json_paths"), "\(path).json_paths: '\(pattern)' is not a JSON path (like $.customers[*].email or $..ssn)")
             }
             if columns.isEmpty && jsonPaths.isEmpty && !entry.has("detectors") {
                 reader.report(line: entry.line, "\(path): a mask rule needs columns, json_paths or detectors")

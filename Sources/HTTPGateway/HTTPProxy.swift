@@ -27,8 +27,9 @@ public struct HTTPGatewayContext: RequestContext, RemoteAddressRequestContext {
 ///
 /// Per request: find the connection (`/c/NAME/...` or a configured Host name), verify the bearer
 /// token, decide (who may use the connection, then its request rules), commit the request event,
-/// forward with the connection's credential, and stream the response back while keeping its first
-/// bytes for the response event. Every refusal is a problem document (RFC 9457) and is recorded.
+/// forward with the connection's credential, and stream the response back (masked, when the
+/// policy's mask rules apply: see ResponseMasking.swift) while keeping its first bytes, as sent,
+/// for the response event. Every refusal is a problem document (RFC 9457) and is recorded.
 public final class HTTPProxy: Sendable {
     static let intentHeader = HTTPField.Name("Gatehouse-Intent")!
     static let sessionHeader = HTTPField.Name("Gatehouse-Session")!
@@ -135,6 +136,13 @@ public final class HTTPProxy: Sendable {
         guard decision.effect == .allow else {
             return try await refuse(&exchange, .forbidden, decision.reason ?? "not allowed", decision: decision, errorCode: "request-denied")
         }
+        // Mask rules shape the response; one the gateway cannot apply stops the request here.
+        let maskRules = ResponseMaskRules.forResponses(evaluation.masks)
+        if let unreadable = maskRules?.unreadablePath {
+            return try await refuse(&exchange, .internalServerError, "a mask rule for this request cannot be applied",
+                                    decision: .deny(rule: unreadable.rule, reason: "mask rule \(unreadable.rule) has a JSON path the gateway cannot read (\(unreadable.pattern))"),
+                                    errorCode: "mask-rule-unreadable")
+        }
 
         // The request event, with the first body bytes, is committed before anything is forwarded.
         let body = RequestBodyRest(request.body.makeAsyncIterator())
@@ -174,7 +182,7 @@ public final class HTTPProxy: Sendable {
         do {
             (upstreamRequest, scrubber) = try makeUpstreamRequest(
                 request, target: target, path: path, exchange: exchange,
-                body: ForwardedBody(prefix: prefix.buffers, rest: body, complete: prefix.complete))
+                body: ForwardedBody(prefix: prefix.buffers, rest: body, complete: prefix.complete), masking: maskRules != nil)
         } catch {
             logger.error("upstream credential unavailable", metadata: ["connection": "\(target.name)", "error": "\(error)"])
             recordResponse(exchange, event: requestEvent, started: started, status: "502", bytes: 0, headers: [], body: .init(limit: 0),
@@ -198,36 +206,85 @@ public final class HTTPProxy: Sendable {
 
         // An upstream that echoes the credential (a redirect to a URL carrying it, a debug header)
         // must not hand it to the client through the gateway's headers.
-        let responseFields = HeaderShaping.downstream(upstream: upstream.headers.map { ($0.name, scrubber.scrub($0.value)) })
+        var responseFields = HeaderShaping.downstream(upstream: upstream.headers.map { ($0.name, scrubber.scrub($0.value)) })
+        let contentLength = upstream.headers.first(name: "content-length").flatMap(Int.init)
+        let isHead = request.method == .head
+        var maskMode = ResponseMaskMode.untouched
+        var headerTally: MaskTally?
+        if let maskRules {
+            maskMode = ResponseMasking.mode(
+                status: Int(upstream.status.code), contentType: upstream.headers.first(name: "content-type"),
+                contentEncodings: upstream.headers["content-encoding"], transferEncodings: upstream.headers["transfer-encoding"],
+                declaredLength: contentLength, hasDetectors: !maskRules.detectors.isEmpty)
+            var tally = MaskTally(rules: maskRules.names.count)
+            responseFields = ResponseMasking.downstreamFields(
+                responseFields, rewritingBody: maskMode.rewritesBody, rules: maskRules, masker: settings.masker, tally: &tally)
+            headerTally = tally
+        }
+        let recordedHeaders = HeaderShaping.recorded(responseFields)
+        if case .withhold(let reason) = maskMode, let maskRules {
+            // Unread, the upstream's body is dropped with its connection; nothing of it is sent.
+            HTTPMetrics.count("withheld")
+            recordResponse(exchange, event: requestEvent, started: started, status: "502", bytes: 0, headers: recordedHeaders,
+                           body: .init(limit: 0), error: "the upstream answered \(upstream.status.code), and \(reason)",
+                           errorCode: "response-unmaskable", scrubber: scrubber, decision: maskRules.withheld(reason))
+            return try ProblemResponse.make(
+                .badGateway, "the upstream's response could not be masked (\(reason)), so it was withheld",
+                rule: maskRules.names.joined(separator: ","), connection: target.name)
+        }
         var headers = HTTPFields()
         for field in responseFields {
             if let name = HTTPField.Name(field.name) { headers.append(HTTPField(name: name, value: field.value)) }
         }
-        let contentLength = upstream.headers.first(name: "content-length").flatMap(Int.init)
-        let isHead = request.method == .head
-        if isHead, let contentLength { headers[.contentLength] = String(contentLength) }
+        // A rewritten body has a length of its own: it is sent chunked.
+        let declaredLength = maskMode.rewritesBody ? nil : contentLength
+        if isHead, let declaredLength { headers[.contentLength] = String(declaredLength) }
         let status = HTTPResponse.Status(code: Int(upstream.status.code), reasonPhrase: upstream.status.reasonPhrase)
-        let recordedHeaders = HeaderShaping.recorded(responseFields)
         let limit = settings.maxRecordedBodyBytes
         let forwarded = exchange
-        let responseBody = ResponseBody(contentLength: isHead ? nil : contentLength) { [self] writer in
+        let masker = settings.masker
+        let responseBody = ResponseBody(contentLength: isHead ? nil : declaredLength) { [self, maskMode, headerTally] writer in
             var kept = RecordedBody(limit: limit)
             var bytes: Int64 = 0
+            var masking = maskRules.flatMap { rules in
+                maskMode.rewritesBody ? ResponseMasker(json: maskMode == .json, rules: rules, masker: masker, tally: headerTally) : nil
+            }
+            // What the trail says of masking: which rules masked what, or that nothing was found.
+            func decision() -> Decision? {
+                guard let maskRules else { return nil }
+                return maskRules.decision(after: masking?.tally ?? headerTally ?? MaskTally(rules: 0), request: requestEvent.record.decision)
+            }
+            // Only masked bytes are sent and kept: the trail holds what the client received.
+            func send(_ buffer: ByteBuffer) async throws {
+                guard buffer.readableBytes > 0 else { return }
+                kept.append(buffer)
+                bytes += Int64(buffer.readableBytes)
+                try await writer.write(buffer)
+            }
             do {
                 for try await chunk in upstream.body {
-                    kept.append(chunk)
-                    bytes += Int64(chunk.readableBytes)
-                    try await writer.write(chunk)
+                    if masking != nil {
+                        try await send(ByteBuffer(bytes: try masking!.feed(chunk.readableBytesView)))
+                    } else {
+                        try await send(chunk)
+                    }
                 }
+                if masking != nil { try await send(ByteBuffer(bytes: try masking!.finish())) }
                 try await writer.finish(nil)
+            } catch let error as ResponseMaskingError {
+                // Throwing aborts the body: the client sees a cut response, never unmasked bytes.
+                recordResponse(forwarded, event: requestEvent, started: started, status: String(status.code), bytes: bytes,
+                               headers: recordedHeaders, body: kept, error: "the response was cut off: it could not be masked (\(error))",
+                               errorCode: "masking-failed", scrubber: scrubber, decision: decision())
+                throw error
             } catch {
                 recordResponse(forwarded, event: requestEvent, started: started, status: String(status.code), bytes: bytes,
                                headers: recordedHeaders, body: kept, error: "the response was cut off (\(Self.describe(error)))",
-                               errorCode: "stream-interrupted", scrubber: scrubber)
+                               errorCode: "stream-interrupted", scrubber: scrubber, decision: decision())
                 throw error
             }
             recordResponse(forwarded, event: requestEvent, started: started, status: String(status.code), bytes: bytes,
-                           headers: recordedHeaders, body: kept, error: nil, errorCode: nil, scrubber: scrubber)
+                           headers: recordedHeaders, body: kept, error: nil, errorCode: nil, scrubber: scrubber, decision: decision())
         }
         return Response(status: status, headers: headers, body: responseBody)
     }
@@ -250,7 +307,7 @@ public final class HTTPProxy: Sendable {
     }
 
     private func makeUpstreamRequest(
-        _ request: Request, target: HTTPTarget, path: CanonicalPath, exchange: Exchange, body: ForwardedBody
+        _ request: Request, target: HTTPTarget, path: CanonicalPath, exchange: Exchange, body: ForwardedBody, masking: Bool
     ) throws -> (HTTPClientRequest, SecretScrubber) {
         let credential = try target.credential?()
         var query = Self.query(request.head.path ?? "")
@@ -264,12 +321,14 @@ public final class HTTPProxy: Sendable {
         while base.hasSuffix("/") { base.removeLast() }
         var upstream = HTTPClientRequest(url: base + path.encoded + (query.map { "?" + $0 } ?? ""))
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
-        let fields = HeaderShaping.upstream(
+        var fields = HeaderShaping.upstream(
             client: request.headers.map { ($0.name.rawName, $0.value) },
             credentialHeader: credentialHeader,
             clientAddress: exchange.client.address.map(Self.addressWithoutPort),
             clientHost: request.head.authority,
             clientProtocol: settings.tls == nil ? "http" : "https")
+        // A response to mask must come back readable: no compression, no byte ranges.
+        if masking { fields = ResponseMasking.upstreamFields(fields) }
         for field in fields { upstream.headers.add(name: field.name, value: field.value) }
         let declaredLength = request.headers[.contentLength].flatMap(Int64.init)
         let chunked = request.headers[.transferEncoding] != nil
@@ -301,7 +360,8 @@ public final class HTTPProxy: Sendable {
 
     private func recordResponse(
         _ exchange: Exchange, event: AuditEvent, started: ContinuousClock.Instant, status: String, bytes: Int64,
-        headers: [(String, String)], body: RecordedBody, error: String?, errorCode: String?, scrubber: SecretScrubber
+        headers: [(String, String)], body: RecordedBody, error: String?, errorCode: String?, scrubber: SecretScrubber,
+        decision: Decision? = nil
     ) {
         let duration = ContinuousClock.now - started
         HTTPMetrics.duration.recordNanoseconds(duration.inNanoseconds)
@@ -313,7 +373,7 @@ public final class HTTPProxy: Sendable {
             maxBytes: settings.maxPayloadBytes)
         auditLog.appendEventually(AuditRecord(
             node: exchange.node, session: exchange.session, principal: exchange.principal, client: exchange.client,
-            connection: exchange.connection, operation: operation, decision: event.record.decision,
+            connection: exchange.connection, operation: operation, decision: decision ?? event.record.decision,
             outcome: .init(status: status, bytes: bytes, errorCode: errorCode, error: error, durationMicros: duration.inNanoseconds / 1000),
             payload: payload.text, payloadTruncated: payload.truncated ? true : nil))
     }

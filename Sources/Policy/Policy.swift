@@ -81,6 +81,11 @@ public struct Policy: Sendable {
             decision = Decision(effect: defaultEffect, rule: "policy:default", reason: "no rule decides \(operationText); the default is \(defaultEffect.rawValue)")
         }
         let limit = limits.compactMap { rule in rule.maxRows.map { (rule: rule.name, rows: $0) } }.min { $0.rows < $1.rows }
+        if decision.effect != .deny {
+            // The trail says what shapes the answer, next to what allowed it.
+            if !masks.isEmpty { decision.reason = (decision.reason ?? "") + "; masked by \(masks.map(\.name).joined(separator: ", "))" }
+            if let limit { decision.reason = (decision.reason ?? "") + "; at most \(limit.rows) rows (\(limit.rule))" }
+        }
         return PolicyEvaluation(
             decision: decision, checks: checks, fallback: fallback,
             masks: decision.effect == .deny ? [] : masks.compactMap { rule in rule.mask.map { NamedMask(rule: rule.name, action: $0) } },

@@ -424,3 +424,339 @@ def test_tls_on_both_sides(gateway_factory, sample_api, workdir):
     finally:
         upstream.terminate()
         upstream.wait(timeout=10)
+
+
+# --- Inline masking of responses -------------------------------------------------------------------
+
+RECORDS = [
+    {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com", "card": "4111 1111 1111 1111", "ssn": "123-45-6789",
+     "customer_ref": "CUST-0001",
+     "billing": {"card_number": 4012888888881881, "contact": {"email": "billing@example.com"}}},
+    {"id": 2, "name": "Grace Hopper", "email": "grace@example.com", "card": "5500 0000 0000 0004", "ssn": "234-56-7890",
+     "customer_ref": "CUST-0002", "notes": "card 4111-1111-1111-1111 on file; SSN 123-45-6789 verified"},
+]
+# Every sensitive value above, as it would leak.
+UNMASKED = ["ada@example.com", "grace@example.com", "billing@example.com", "4111 1111 1111 1111", "5500 0000 0000 0004",
+            "4012888888881881", "4111-1111-1111-1111", "123-45-6789", "234-56-7890", "CUST-0001", "CUST-0002"]
+# What the detectors find in any text (emails are a JSON-path rule here).
+DETECTED = [v for v in UNMASKED if "@" not in v and not v.startswith("CUST")]
+
+
+class RecordsAPI:
+    """A customer-records upstream that answers the ways a real one might: JSON trickling out a few
+    bytes at a time, NDJSON, CSV, gzip whatever was asked for, malformed JSON mid-stream, binary."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        api = self
+        self.accept_encodings: list[str | None] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def trickle(self, status: int, content_type: str, body: bytes, piece: int = 5, headers: dict | None = None,
+                        length: bool = True) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                if length:
+                    self.send_header("Content-Length", str(len(body)))
+                else:
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for start in range(0, len(body), piece):
+                    data = body[start:start + piece]
+                    self.wfile.write(data if length else b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                    time.sleep(0.001)
+                if not length:
+                    self.wfile.write(b"0\r\n\r\n")
+
+            def do_GET(self):  # noqa: N802
+                import gzip
+
+                api.accept_encodings.append(self.headers.get("Accept-Encoding"))
+                path = self.path.split("?")[0]
+                document = json.dumps({"customers": RECORDS}).encode()
+                if path == "/customers":
+                    self.trickle(200, "application/json", document,
+                                 headers={"ETag": '"v1"', "X-Account-Owner": "SSN 123-45-6789"})
+                elif path == "/customers.ndjson":
+                    lines = b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS)
+                    self.trickle(200, "application/x-ndjson", lines, piece=7, length=False)
+                elif path == "/customers.csv":
+                    rows = "id,name,email,card,ssn\r\n" + "".join(
+                        f"{r['id']},{r['name']},{r['email']},{r['card']},{r['ssn']}\r\n" for r in RECORDS)
+                    self.trickle(200, "text/csv; charset=utf-8", rows.encode(), piece=6, length=False)
+                elif path == "/customers.gz":
+                    # Compressed whatever the request asked for.
+                    body = gzip.compress(document)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif path == "/broken":
+                    good = json.dumps(RECORDS[0])
+                    # A missing comma after the second record's email, then more data.
+                    body = ('{"customers": [' + good + ', {"email": "grace@example.com" "card": "5500 0000 0000 0004"}]}').encode()
+                    self.trickle(200, "application/json", body, piece=16, length=False)
+                elif path == "/many":
+                    # A large JSON array, generated as it is sent.
+                    count = int(self.path.split("count=")[1])
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    batch = ", ".join(json.dumps(r) for r in RECORDS * 50).encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(b"[") + len(batch), b"[" + batch))
+                    for _ in range(count // 100 - 1):
+                        self.wfile.write(b"%x\r\n, %s\r\n" % (len(batch) + 2, batch))
+                    self.wfile.write(b"1\r\n]\r\n0\r\n\r\n")
+                elif path == "/blob":
+                    self.trickle(200, "application/octet-stream", b"4111 1111 1111 1111\x00\x01", piece=64)
+                else:
+                    self.trickle(404, "application/json", b'{"error": "not found"}')
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def records_api():
+    api = RecordsAPI()
+    yield api
+    api.close()
+
+
+def masking_config(sample_api: str, records: RecordsAPI) -> str:
+    return http_config(sample_api) + f"""
+  - name: records-api
+    type: http
+    upstream: {records.url}
+    allow:
+      groups: [dev]
+  - name: records-raw
+    type: http
+    upstream: {records.url}
+    allow:
+      groups: [dev]
+policy:
+  rules:
+    - name: pii
+      effect: mask
+      connections: [config-api, records-api]
+      json_paths: ["$..email"]
+      detectors: [card, ssn]
+      strategy: partial
+    - name: hashed-refs
+      effect: mask
+      connections: [records-api]
+      json_paths: ["$..customer_ref"]
+      strategy: hash
+"""
+
+
+@pytest.fixture
+def masking_gw(gateway_factory, sample_api, records_api):
+    return gateway_factory(masking_config(sample_api, records_api), env={"SAMPLE_API_KEY": API_KEY})
+
+
+def assert_nothing_unmasked(text: str, where: str, values: list[str] = UNMASKED) -> None:
+    for value in values:
+        assert value not in text, f"{value!r} leaked in {where}"
+
+
+def test_curl_sees_json_masked_by_path_and_by_detector(masking_gw, records_api):
+    auth = f"Authorization: Bearer {token(masking_gw)}"
+    result = curl("-D", "-", "--compressed", "-H", auth, masking_gw.http_url + "/c/records-api/customers")
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition("\n\n")  # text mode: line ends are \n
+    assert head.startswith("HTTP/1.1 200"), head
+    assert_nothing_unmasked(result.stdout, "the response")
+    headers = {line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip() for line in head.splitlines()[1:]}
+    assert "content-length" not in headers and headers.get("transfer-encoding") == "chunked"
+    assert "etag" not in headers, "the ETag named the unmasked body"
+    assert headers["x-account-owner"] == "SSN ***-**-6789", "header values go through the detectors too"
+    assert records_api.accept_encodings[-1] == "identity", "curl asked for gzip; the gateway asked for identity"
+
+    ada, grace = json.loads(body)["customers"]
+    # Emails by path (partial keeps the end), wherever they are nested.
+    assert ada["email"] == "**********e.com" and grace["email"] == "************e.com"
+    assert ada["billing"]["contact"]["email"].endswith(".com") and "billing" not in ada["billing"]["contact"]["email"]
+    # Cards and SSNs by detector, the last four kept; a card stored as a JSON number becomes a string.
+    assert ada["card"] == "**** **** **** 1111" and grace["card"] == "**** **** **** 0004"
+    assert ada["ssn"] == "***-**-6789" and grace["ssn"] == "***-**-7890"
+    assert ada["billing"]["card_number"] == "************1881"
+    assert grace["notes"] == "card ****-****-****-1111 on file; SSN ***-**-6789 verified"
+    # Everything else as sent.
+    assert (ada["id"], ada["name"], grace["name"]) == (1, "Ada Lovelace", "Grace Hopper")
+
+    # The demo API's customer export through the credentialed connection: same rule.
+    person = f"Authorization: Bearer {token(masking_gw, actor=None)}"
+    export = curl("-H", person, masking_gw.http_url + "/c/config-api/export/customers")
+    customers = json.loads(export.stdout)["customers"]
+    assert [c["card"] for c in customers] == ["**** **** **** 1111", "**** **** **** 0004", "**** **** ***0 009"]
+    assert all(c["email"].endswith(".com") and "@" not in c["email"] for c in customers)
+    assert "ada@example.com" not in export.stdout and "4111 1111 1111 1111" not in export.stdout
+
+
+def test_the_audit_trail_holds_only_what_the_client_saw(masking_gw):
+    headers = {"Authorization": f"Bearer {token(masking_gw)}"}
+    for path in ("/customers", "/customers.ndjson", "/customers.csv"):
+        r = requests.get(masking_gw.http_url + "/c/records-api" + path, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        assert_nothing_unmasked(r.text, path, DETECTED if path.endswith(".csv") else UNMASKED)
+    responses = [e["record"] for e in wait_for_events(masking_gw, "http.response", 3)]
+    assert len(responses) == 3
+    for response in responses:
+        assert response["decision"]["effect"] == "mask", response["decision"]
+        assert response["decision"]["rule"].split(",")[0] == "pii"
+        assert "the request was allowed by rule" in response["decision"]["reason"]
+        body = json.loads(response["payload"])["body"]
+        assert "***-**-6789" in body, "the masked body is recorded"
+    assert responses[0]["decision"]["rule"] == "pii,hashed-refs"
+    requests_ = [e["record"] for e in masking_gw.events() if e["record"]["operation"]["kind"] == "http.request"]
+    assert all(r["decision"]["effect"] == "allow" for r in requests_), "request events are unchanged"
+
+    # CSV has no JSON paths, so its emails (masked by path in JSON only) are the one exception.
+    assert_nothing_unmasked(json.dumps(masking_gw.events()), "the audit events", DETECTED)
+    assert_nothing_unmasked(json.dumps(responses[:2]), "the JSON responses' events")
+    assert_nothing_unmasked(masking_gw.cli("sessions", "list", check=True).stdout, "the session list")
+    state = Path(masking_gw.workdir) / "state"
+    for name in ("audit.sqlite", "audit.sqlite-wal"):
+        if (state / name).exists():
+            assert_nothing_unmasked((state / name).read_bytes().decode("latin-1"), name, DETECTED)
+
+
+def test_csv_and_ndjson_are_masked_across_chunk_boundaries(masking_gw):
+    headers = {"Authorization": f"Bearer {token(masking_gw)}"}
+    csv = requests.get(masking_gw.http_url + "/c/records-api/customers.csv", headers=headers, timeout=30)
+    assert csv.headers["Content-Type"] == "text/csv; charset=utf-8"
+    # The upstream sends 6-byte chunks, so every card and SSN arrives split; emails are a JSON-path
+    # rule and CSV has no paths.
+    assert csv.text.splitlines() == [
+        "id,name,email,card,ssn",
+        "1,Ada Lovelace,ada@example.com,**** **** **** 1111,***-**-6789",
+        "2,Grace Hopper,grace@example.com,**** **** **** 0004,***-**-7890",
+    ]
+    ndjson = requests.get(masking_gw.http_url + "/c/records-api/customers.ndjson", headers=headers, timeout=30)
+    lines = [json.loads(line) for line in ndjson.text.splitlines()]
+    assert [line["email"] for line in lines] == ["**********e.com", "************e.com"]
+    assert [line["ssn"] for line in lines] == ["***-**-6789", "***-**-7890"]
+    assert_nothing_unmasked(ndjson.text, "NDJSON")
+
+
+def test_keyed_hash_gives_the_same_masked_value_across_requests(masking_gw):
+    headers = {"Authorization": f"Bearer {token(masking_gw)}"}
+    first = requests.get(masking_gw.http_url + "/c/records-api/customers", headers=headers, timeout=30).json()
+    second = requests.get(masking_gw.http_url + "/c/records-api/customers.ndjson", headers=headers, timeout=30)
+    refs = [c["customer_ref"] for c in first["customers"]]
+    again = [json.loads(line)["customer_ref"] for line in second.text.splitlines()]
+    assert all(ref.startswith("h:") and len(ref) == 18 for ref in refs), refs
+    assert refs == again, "the same input gives the same hash, whatever response it is in"
+    assert refs[0] != refs[1]
+
+
+def test_large_masked_responses_stream_with_bounded_memory(masking_gw):
+    """About 24 MB of customer records, generated faster than the gateway masks them: the gateway
+    holds one value at a time and reads the upstream only as fast as it sends, never the body."""
+    auth = f"Authorization: Bearer {token(masking_gw)}"
+    count = 100_000
+    with RSSMonitor(masking_gw.process.pid) as memory:
+        result = subprocess.run(
+            ["curl", "-sS", "--limit-rate", "20M", "-H", auth, masking_gw.http_url + f"/c/records-api/many?count={count}"],
+            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) > 20_000_000
+    records = json.loads(result.stdout)
+    assert len(records) == count
+    assert records[-1]["ssn"] == "***-**-7890" and records[-1]["email"] == "************e.com"
+    for value in DETECTED + ["ada@example.com", "CUST-0001"]:
+        assert value.encode() not in result.stdout, value
+    # Well under the body's size: buffering it (masked or not) would show.
+    assert memory.growth < 8 * 1024, f"gateway memory grew by {memory.growth} KiB while masking"
+
+
+def test_unreadable_responses_are_withheld_when_masks_apply(masking_gw):
+    headers = {"Authorization": f"Bearer {token(masking_gw)}", "Accept-Encoding": "gzip"}
+    r = requests.get(masking_gw.http_url + "/c/records-api/customers.gz", headers=headers, timeout=30)
+    assert r.status_code == 502 and r.headers["Content-Type"] == "application/problem+json"
+    problem = r.json()
+    assert "could not be masked" in problem["detail"] and "gzip" in problem["detail"]
+    assert problem["rule"] == "pii,hashed-refs" and problem["connection"] == "records-api"
+    assert_nothing_unmasked(r.text, "the refusal")
+    r = requests.get(masking_gw.http_url + "/c/records-api/blob", headers=headers, timeout=30)
+    assert r.status_code == 502 and "application/octet-stream" in r.json()["detail"]
+    assert b"4111" not in r.content
+    # Without mask rules the same gzip response passes untouched: the refusal is the masking's.
+    raw = requests.get(masking_gw.http_url + "/c/records-raw/customers.gz", headers=headers, timeout=30)
+    assert raw.status_code == 200 and raw.headers["Content-Encoding"] == "gzip"
+    assert raw.json()["customers"][0]["email"] == "ada@example.com"
+
+    outcomes = [e["record"] for e in wait_for_events(masking_gw, "http.response", 3)]
+    withheld = outcomes[:2]
+    assert [(o["outcome"]["status"], o["outcome"]["errorCode"]) for o in withheld] == [
+        ("502", "response-unmaskable"), ("502", "response-unmaskable")]
+    assert "gzip" in withheld[0]["outcome"]["error"]
+    assert withheld[0]["decision"]["effect"] == "deny" and withheld[0]["decision"]["rule"] == "pii,hashed-refs"
+    assert outcomes[2]["decision"]["effect"] == "allow"
+
+
+def test_malformed_json_cuts_the_response_and_is_recorded(masking_gw):
+    auth = f"Authorization: Bearer {token(masking_gw)}"
+    result = subprocess.run(["curl", "-sS", "-H", auth, masking_gw.http_url + "/c/records-api/broken"],
+                            capture_output=True, timeout=60)
+    assert result.returncode == 18, "curl: transfer closed with outstanding read data (an aborted body)"
+    body = result.stdout.decode(errors="replace")
+    assert body.startswith('{"customers": [{"id": 1'), body
+    assert "**** **** **** 1111" in body, "what was masked before the error went out"
+    assert_nothing_unmasked(body, "the cut response")
+    [response] = [e["record"] for e in wait_for_events(masking_gw, "http.response")]
+    assert response["outcome"]["errorCode"] == "masking-failed"
+    assert "malformed JSON" in response["outcome"]["error"]
+    assert response["decision"]["effect"] == "mask"
+    assert_nothing_unmasked(response["payload"], "the recorded cut response")
+
+
+def test_review_rules_refuse_until_approvals_exist(gateway_factory, sample_api):
+    config = http_config(sample_api) + """
+policy:
+  rules:
+    - name: export-needs-approval
+      effect: review
+      connections: [config-api]
+      http:
+        methods: [GET]
+        paths: ["/export**"]
+"""
+    gw = gateway_factory(config, env={"SAMPLE_API_KEY": API_KEY})
+    person = {"Authorization": f"Bearer {token(gw, actor=None)}"}
+    r = requests.get(gw.http_url + "/c/config-api/export/customers", headers=person, timeout=30)
+    assert r.status_code == 403 and r.headers["Content-Type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["rule"] == "export-needs-approval"
+    assert "approval" in problem["detail"]
+    assert "ada@example.com" not in r.text
+    # Other reads still pass; an agent meets the deny rule first (deny beats review).
+    assert requests.get(gw.http_url + "/c/config-api/config", headers=person, timeout=30).status_code == 200
+    agent = {"Authorization": f"Bearer {token(gw)}"}
+    r = requests.get(gw.http_url + "/c/config-api/export/customers", headers=agent, timeout=30)
+    assert r.status_code == 403 and r.json()["rule"] == "no-bulk-export-for-agents"
+    [refused, _, _] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "http.request"]
+    assert refused["decision"]["effect"] == "deny" and refused["decision"]["rule"] == "export-needs-approval"
+    assert refused["outcome"]["status"] == "403"
