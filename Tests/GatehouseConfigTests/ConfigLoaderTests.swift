@@ -8,16 +8,11 @@ struct ConfigLoaderTests {
     let environment = ["DB_HOST": "db.internal", "ADMIN_PORT": "9191"]
 
     func load(_ yaml: String) throws(ConfigError) -> GatehouseConfig {
-        try ConfigLoader.parse(yaml: yaml, file: "gatehouse.yaml", baseDirectory: "/etc/gatehouse", environment: environment)
+        try loadConfig(yaml, environment: environment)
     }
 
     func problems(_ yaml: String) -> [String] {
-        do {
-            _ = try load(yaml)
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
+        configProblems(yaml, environment: environment)
     }
 
     @Test func aValidConfigurationLoadsWithDefaultsAndResolvedPaths() throws {

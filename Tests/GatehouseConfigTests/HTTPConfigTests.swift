@@ -6,16 +6,11 @@ import Testing
 @Suite("HTTP connection configuration")
 struct HTTPConfigTests {
     func load(_ yaml: String) throws(ConfigError) -> GatehouseConfig {
-        try ConfigLoader.parse(yaml: yaml, file: "gatehouse.yaml", baseDirectory: "/etc/gatehouse", environment: [:])
+        try loadConfig(yaml)
     }
 
     func problems(_ yaml: String) -> [String] {
-        do {
-            _ = try load(yaml)
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
+        configProblems(yaml)
     }
 
     @Test func anHTTPConnectionWithEveryOption() throws {

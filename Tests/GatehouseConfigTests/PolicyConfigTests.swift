@@ -25,16 +25,11 @@ struct PolicyConfigTests {
         """
 
     func load(_ yaml: String) throws(ConfigError) -> GatehouseConfig {
-        try ConfigLoader.parse(yaml: Self.connections + "\n" + yaml, file: "gatehouse.yaml", baseDirectory: "/etc/gatehouse", environment: [:])
+        try loadConfig(Self.connections + "\n" + yaml)
     }
 
     func problems(_ yaml: String) -> [String] {
-        do {
-            _ = try load(yaml)
-            return []
-        } catch {
-            return error.problems.map(\.description)
-        }
+        configProblems(Self.connections + "\n" + yaml)
     }
 
     @Test func everyKindOfRule() throws {
