@@ -215,7 +215,7 @@ public final class HTTPProxy: Sendable {
             maskMode = ResponseMasking.mode(
                 status: Int(upstream.status.code), contentType: upstream.headers.first(name: "content-type"),
                 contentEncodings: upstream.headers["content-encoding"], transferEncodings: upstream.headers["transfer-encoding"],
-                declaredLength: contentLength, hasDetectors: !maskRules.detectors.isEmpty)
+                declaredLength: contentLength, hasDetectors: !maskRules.detectors.isEmpty, hasPaths: !maskRules.paths.isEmpty)
             var tally = MaskTally(rules: maskRules.names.count)
             responseFields = ResponseMasking.downstreamFields(
                 responseFields, rewritingBody: maskMode.rewritesBody, rules: maskRules, masker: settings.masker, tally: &tally)

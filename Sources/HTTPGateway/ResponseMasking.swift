@@ -231,7 +231,7 @@ enum ResponseMasking {
     /// The mode for a response, from its head.
     static func mode(
         status: Int, contentType: String?, contentEncodings: [String], transferEncodings: [String],
-        declaredLength: Int?, hasDetectors: Bool
+        declaredLength: Int?, hasDetectors: Bool, hasPaths: Bool = false
     ) -> ResponseMaskMode {
         // No content by definition.
         if status == 204 || status == 304 || (100..<200).contains(status) { return .untouched }
@@ -250,6 +250,9 @@ enum ResponseMasking {
             return .json
         case .text:
             guard media.charsetIsASCIICompatible else { return .withhold("its charset is \(media.charset ?? "")") }
+            // A field masked by JSON path would go out unmasked in any other representation of
+            // the same data (CSV, XML, ?format=…).
+            if hasPaths { return .withhold("JSON-path masks apply and it is \(media.type), not JSON") }
             return hasDetectors ? .text : .untouched
         case .other:
             return .withhold("the gateway cannot read \(media.type) content")

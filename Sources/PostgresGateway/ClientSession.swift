@@ -72,17 +72,17 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         var sql: String
         var parameterTypes: [UInt32]
         var controls: StatementControls
+        /// Tells a redefinition after a Close apart from the statement the Close removes.
+        var generation = 0
     }
 
     /// The mask rules for this principal on this connection, and the catalog they are resolved in.
     private var masks: [NamedMask] = []
     private var catalog: CatalogSnapshot?
-    /// Describe requests awaiting their answer, in order: whose row description it is, whether
-    /// the gateway sent it itself (its answer is not passed on), and how many ReadyForQuery come
-    /// before it (an error skips it, and the next ReadyForQuery says so).
-    private var pendingDescribes: [(description: RowDescriptionBox, injected: Bool, readyBefore: Int)] = []
-    private var readyForQueryExpected = 0
-    private var readyForQueryReceived = 0
+    /// Closes of prepared statements sent and not yet confirmed, by name and the generation
+    /// they close: a Parse of the same name behind them defines a new statement.
+    private var pendingCloses: [String: Int] = [:]
+    private var nextGeneration = 0
     /// The mask plan of each statement whose rows are passing, by statement id.
     private var maskPlans: [Int: ResultMaskPlan?] = [:]
     /// A mask rule lets the trail keep the unmasked rows, sealed: the first rows of each
@@ -94,6 +94,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Statements prepared with SQL (`PREPARE name AS …`), so an `EXECUTE name` is decided as what
     /// it runs.
     private var sqlPrepared: [String: SQLStatement] = [:]
+    /// Cursors declared with SQL, so a FETCH is decided and masked as the query it reads from.
+    private var sqlCursors: [String: SQLStatement] = [:]
     /// Statements the policy refused, by id: the server's error for the stand-in that was sent in
     /// their place is replaced by this one.
     private var refusals: [Int: Refusal] = [:]
@@ -102,9 +104,6 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         var controls: StatementControls
         /// The statement id whose request event (recorded at Bind) covers this portal's executions.
         var statementID: Int
-        /// The first Execute uses the tracker entry made at Bind; later ones (a suspended portal
-        /// fetched again) get entries of their own.
-        var awaitingFirstExecute = true
     }
 
     private var portals: [String: Portal] = [:]
@@ -116,6 +115,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var cut: RowLimitCut?
     /// Server messages held after a cut until the cancel sent for it has arrived.
     private var heldUntilCancelled: [PostgresFrame]?
+    private var heldReady: PostgresFrame?
     private var tracker: StatementTracker
     private var nextStatementID = 0
     /// Request events committed whose statements have not finished yet, by statement id.
@@ -566,20 +566,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             let controls = statement.controls
             recordThenForward(frame, sql: sql, parameters: parameters, kind: "sql.execute", decision: controls.decision) { id in
                 self.portals[portalName] = Portal(formats: formats, controls: controls, statementID: id)
-                // Tracked from Bind on: an error for it (or for the Parse before it) may come back
-                // before its Execute is even forwarded.
-                self.tracker.executeSent(.init(id: id, started: now, resultFormats: formats, controls: controls))
+                // An error for the Bind is this statement's outcome; each Execute is tracked on its own.
+                self.tracker.bindSent(.init(id: id, started: now, resultFormats: formats, controls: controls))
             }
             return
         case UInt8(ascii: "E"):
             guard case .execute(let portalName, let maxRows) = try? FrontendMessage.parse(frame) else { return malformed() }
-            if var portal = portals[portalName] {
-                if portal.awaitingFirstExecute {
-                    portal.awaitingFirstExecute = false
-                    portals[portalName] = portal
-                } else {
-                    tracker.executeSent(.init(id: portal.statementID, started: now, resultFormats: portal.formats, controls: portal.controls))
-                }
+            if let portal = portals[portalName] {
+                tracker.executeSent(.init(id: portal.statementID, started: now, resultFormats: portal.formats, controls: portal.controls))
                 if let limit = portal.controls.rowLimit {
                     // Ask the server for no more than the limit and one row (the one that shows
                     // there are more): a cut then needs no cancel.
@@ -589,40 +583,45 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                     }
                 }
             } else {
-                // A portal the gateway did not see bound (a cursor declared in SQL): recorded now.
-                recordThenForward(frame, sql: "FETCH FROM PORTAL \"\(portalName)\"", parameters: nil, kind: "sql.execute") { id in
-                    self.tracker.executeSent(.init(id: id, started: now))
+                // A portal the gateway did not see bound (a cursor declared in SQL): recorded now,
+                // and decided as the query the cursor was declared for.
+                let cursor = sqlCursors[portalName]
+                var controls = StatementControls(statement: cursor, evaluation: cursor.map { evaluate(.sql($0)) })
+                controls.cursorName = portalName
+                if let refusal = Refusal(controls.decision ?? evaluate(.sql(SQLStatement(text: "", utf8Range: 0..<0, kind: .unknown, writes: true))).decision) {
+                    return refuse(refusal, statements: [("FETCH FROM PORTAL \"\(portalName)\"", nil)], kind: "sql.execute", now: now)
+                }
+                recordThenForward(frame, sql: "FETCH FROM PORTAL \"\(portalName)\"", parameters: nil, kind: "sql.execute", decision: controls.decision) { id in
+                    self.tracker.executeSent(.init(id: id, started: now, controls: controls))
                 }
                 return
             }
         case UInt8(ascii: "C"):
-            if case .close(let target, let name) = try? FrontendMessage.parse(frame) {
-                switch target {
-                case .statement: statements[name] = nil
-                case .portal: portals[name] = nil
-                }
-            }
+            guard case .close(let target, let name) = try? FrontendMessage.parse(frame) else { return malformed() }
+            // Forgotten when the server confirms it: a Close skipped after an error closes nothing.
+            if target == .statement, let generation = statements[name]?.generation { pendingCloses[name] = generation }
+            tracker.closeSent(target, name)
         case UInt8(ascii: "F"):
             // The fast-path function call runs a function by OID, without SQL: the gateway cannot
             // tell which, so the policy sees a statement it could not classify.
             let (oid, arguments) = Self.functionCall(frame.body)
             let text = "function call (oid \(oid))"
-            let evaluation = evaluate(.sql(SQLStatement(text: text, utf8Range: 0..<0, kind: .unknown, writes: true)))
-            if let refusal = Refusal(evaluation.decision) {
+            let call = SQLStatement(text: text, utf8Range: 0..<0, kind: .unknown, writes: true)
+            let evaluation = evaluate(.sql(call))
+            if let refusal = Refusal(maskingRefusal([call]) ?? evaluation.decision) {
                 return refuse(refusal, statements: [(text, arguments)], kind: "sql.function-call", now: now)
             }
             recordThenForward(frame, sql: text, parameters: arguments, kind: "sql.function-call", decision: evaluation.decision) { id in
                 self.tracker.querySent(.init(id: id, started: now))
             }
             return
-        case UInt8(ascii: "D") where !masks.isEmpty:
-            if case .describe(let target, let name) = try? FrontendMessage.parse(frame) {
-                let box = switch target {
-                case .statement: statements[name]?.controls.description
-                case .portal: portals[name]?.controls.description
-                }
-                pendingDescribes.append((box ?? RowDescriptionBox(), false, readyForQueryExpected))
+        case UInt8(ascii: "D"):
+            guard case .describe(let target, let name) = try? FrontendMessage.parse(frame) else { return malformed() }
+            let box = switch target {
+            case .statement: statements[name]?.controls.description
+            case .portal: portals[name]?.controls.description
             }
+            tracker.describeSent(box, injected: false)
         case UInt8(ascii: "d"):
             tracker.copyDataSent(bytes: frame.body.readableBytes)
         case UInt8(ascii: "S"):
@@ -661,18 +660,21 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// A simple Query: each statement decided; one refused statement refuses the whole text (the
     /// server would otherwise run the ones before it).
     private func relayQuery(_ frame: PostgresFrame, sql: String, inspection: SQLInspection, now: ContinuousClock.Instant) {
-        let decided = inspection.statements.map(decidedAs)
-        let evaluations = decided.map { evaluate(.sql($0, failure: inspection.failure)) }
-        let overall = copyRefusal(decided) ?? SQLPolicyEvaluation(statements: evaluations).decision
+        let (decided, evaluations, overall) = decide(inspection)
         let split = inspection.failure == nil && inspection.statements.count > 1
         let texts = split ? inspection.statements.map(\.text) : [sql]
-        let controls = split
+        var controls = split
             ? zip(decided, evaluations).map { StatementControls(statement: $0, evaluation: $1) }
             : [StatementControls(statement: decided.count == 1 ? decided[0] : nil, evaluation: evaluations.count == 1 ? evaluations[0] : nil, decision: overall)]
+        if split || inspection.statements.count == 1 {
+            for (index, statement) in inspection.statements.enumerated() {
+                controls[index].sessionEffect = Self.changesSessionState(statement) ? statement : nil
+                if statement.kind == .cursor, statement.innerStatement == nil { controls[index].cursorName = statement.objectName }
+            }
+        }
         if let refusal = Refusal(overall) {
             return refuse(refusal, statements: texts.map { ($0, nil) }, kind: "sql.query", now: now)
         }
-        rememberPrepared(inspection.statements)
         recordThenForward(frame, statements: texts.map { ($0, nil) }, kind: "sql.query", decisions: controls.compactMap { $0.decision }) { ids in
             self.tracker.querySent(zip(ids, controls).map { .init(id: $0, started: now, controls: $1) })
         }
@@ -683,41 +685,57 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// the statement is.
     private func relayParse(_ frame: PostgresFrame, _ parse: FrontendMessage.Parse, inspection: SQLInspection, now: ContinuousClock.Instant) {
         guard let upstream else { return }
-        let evaluation = environment.settings.policy.evaluate(principal: principal!, connection: target!.name, inspection: inspection)
-        let decision = copyRefusal(inspection.statements) ?? evaluation.decision
-        if let refusal = Refusal(decision) {
+        let decided = decide(inspection)
+        if let refusal = Refusal(decided.overall) {
             PostgresMetrics.deniedStatements.increment()
             var standIn = parse
             standIn.query = Refusal.standInSQL
             recordThenForward(Self.frame(.parse(standIn), allocator: upstream.allocator), sql: parse.query, parameters: nil, kind: "sql.parse", decision: refusal.decision) { id in
                 self.refusals[id] = refusal
-                // Its error comes back in the place of a statement's; the server then skips to Sync.
-                self.tracker.executeSent(.init(id: id, started: now))
+                // Its error is the statement's outcome; the server then skips to Sync.
+                self.tracker.parseSent(refused: .init(id: id, started: now))
             }
             return
         }
-        // The server refuses to redefine a named statement without Close; so does the record of it.
-        if parse.statementName.isEmpty || statements[parse.statementName] == nil {
+        let name = parse.statementName
+        // The server refuses to redefine a named statement without Close (so does the record of
+        // it), unless a Close of it is on its way ahead of this Parse.
+        var registered: String?
+        if name.isEmpty || statements[name] == nil || pendingCloses[name] != nil {
             guard statements.count < Self.maxPreparedStatements else {
                 return fatal(sqlState: "54000", message: "too many prepared statements in this session (limit \(Self.maxPreparedStatements))")
             }
-            let single = evaluation.statements.count == 1
+            let single = decided.statements.count == 1
             var controls = StatementControls(
-                statement: single ? inspection.statements[0] : nil, evaluation: single ? evaluation.statements[0] : nil,
-                decision: decision)
+                statement: single ? decided.statements[0] : nil, evaluation: single ? decided.evaluations[0] : nil,
+                decision: decided.overall)
             controls.description = RowDescriptionBox()
-            statements[parse.statementName] = Prepared(sql: parse.query, parameterTypes: parse.parameterTypes, controls: controls)
+            nextGeneration += 1
+            statements[name] = Prepared(sql: parse.query, parameterTypes: parse.parameterTypes, controls: controls, generation: nextGeneration)
+            pendingCloses[name] = nil
+            registered = name.isEmpty ? nil : name
             writeToUpstream(frame, upstream: upstream)
-            if !masks.isEmpty, let box = controls.description {
+            tracker.parseSent(name: registered)
+            if !masks.isEmpty {
                 // Rows of an extended-protocol statement come without a description unless the
                 // client asks for one; masking needs the columns' origins and types, so the
                 // gateway asks right after the Parse (and keeps the answer to itself).
-                pendingDescribes.append((box, true, readyForQueryExpected))
-                writeToUpstream(Self.frame(.describe(.statement, parse.statementName), allocator: upstream.allocator), upstream: upstream)
+                writeToUpstream(Self.frame(.describe(.statement, name), allocator: upstream.allocator), upstream: upstream)
+                tracker.describeSent(controls.description, injected: true)
             }
             return
         }
         writeToUpstream(frame, upstream: upstream)
+        tracker.parseSent()
+    }
+
+    /// Each statement as the policy decides it (EXECUTE as what it runs), its evaluation, and the
+    /// decision for the whole text: the strictest, or a refusal masking needs.
+    private func decide(_ inspection: SQLInspection) -> (statements: [SQLStatement], evaluations: [PolicyEvaluation], overall: Decision) {
+        let decided = inspection.statements.map(decidedAs)
+        let evaluations = decided.map { evaluate(.sql($0, failure: inspection.failure)) }
+        let overall = maskingRefusal(decided) ?? SQLPolicyEvaluation(statements: evaluations).decision
+        return (decided, evaluations, overall)
     }
 
     /// Records the refused statements with the decision, then sends a stand-in that the server
@@ -734,42 +752,76 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// COPY … TO sends rows as one stream of text the gateway does not take apart: with masks in
-    /// force it would carry masked columns out unmasked, so it is refused.
-    private func copyRefusal(_ statements: [SQLStatement]) -> Decision? {
-        guard !masks.isEmpty,
-              statements.contains(where: { $0.kind == .copyTo || $0.innerStatement?.kind == .copyTo }) else { return nil }
+    /// What masking cannot allow: COPY … TO sends rows as one stream of text the gateway does not
+    /// take apart, and a statement that could not be classified (a fast-path call, a text too large
+    /// to read) could return masked columns any way it likes. With masks in force, both are refused.
+    private func maskingRefusal(_ statements: [SQLStatement]) -> Decision? {
+        guard !masks.isEmpty else { return nil }
         let rules = masks.map(\.rule).joined(separator: ", ")
-        return .deny(rule: masks[0].rule, reason: "COPY … TO cannot be masked, and mask rules (\(rules)) apply to this session; use SELECT")
-    }
-
-    /// `EXECUTE name` is decided as the statement prepared under that name; one the gateway did
-    /// not see prepared cannot be known.
-    private func decidedAs(_ statement: SQLStatement) -> SQLStatement {
-        guard statement.kind == .execute else { return statement }
-        if let name = statement.objectName, let prepared = sqlPrepared[name] {
-            return prepared
+        if statements.contains(where: { $0.kind == .copyTo || $0.innerStatement?.kind == .copyTo }) {
+            return .deny(rule: masks[0].rule, reason: "COPY … TO cannot be masked, and mask rules (\(rules)) apply to this session; use SELECT")
         }
-        return SQLStatement(text: statement.text, utf8Range: statement.utf8Range, kind: .unknown, writes: true)
+        if statements.contains(where: \.isUnknown) {
+            return .deny(rule: masks[0].rule, reason: "the statement could not be classified, and mask rules (\(rules)) apply to this session")
+        }
+        return nil
     }
 
-    private func rememberPrepared(_ statements: [SQLStatement]) {
-        for statement in statements {
-            switch statement.kind {
-            case .prepare:
-                // Like the server, a name already in use is not redefined.
-                if let name = statement.objectName, let inner = statement.innerStatement, sqlPrepared[name] == nil,
-                   sqlPrepared.count < Self.maxPreparedStatements {
-                    sqlPrepared[name] = inner
-                }
-            case .deallocate:
-                if let name = statement.objectName { sqlPrepared[name] = nil } else { sqlPrepared.removeAll() }
-            case .utility where statement.flags.contains(.changesRole):
-                // DISCARD ALL deallocates every prepared statement.
-                sqlPrepared.removeAll()
-            default:
-                break
+    /// `EXECUTE name` is decided as the statement prepared under that name, and `FETCH` from a
+    /// cursor as the query the cursor was declared for; one the gateway did not see succeed cannot
+    /// be known.
+    private func decidedAs(_ statement: SQLStatement) -> SQLStatement {
+        switch statement.kind {
+        case .execute:
+            if let name = statement.objectName, let prepared = sqlPrepared[name] { return prepared }
+            return SQLStatement(text: statement.text, utf8Range: statement.utf8Range, kind: .unknown, writes: true)
+        case .cursor where statement.innerStatement == nil:
+            if let name = statement.objectName, let query = sqlCursors[name] { return query }
+            return statement
+        default:
+            return statement
+        }
+    }
+
+    /// PREPARE, DEALLOCATE, DECLARE and DISCARD ALL change what later statements refer to.
+    static func changesSessionState(_ statement: SQLStatement) -> Bool {
+        switch statement.kind {
+        case .prepare, .deallocate: true
+        case .cursor: statement.innerStatement != nil
+        case .utility: statement.flags.contains(.changesRole)
+        default: false
+        }
+    }
+
+    /// Applied once the server has run the statement: a failed PREPARE defines nothing. SQL and
+    /// protocol-level prepared statements share one namespace on the server, and so here.
+    private func applySessionEffect(_ statement: SQLStatement) {
+        switch statement.kind {
+        case .prepare:
+            if let name = statement.objectName, let inner = statement.innerStatement, sqlPrepared.count < Self.maxPreparedStatements {
+                sqlPrepared[name] = inner
             }
+        case .deallocate:
+            if let name = statement.objectName {
+                sqlPrepared[name] = nil
+                statements[name] = nil
+            } else {
+                sqlPrepared.removeAll()
+                statements = statements.filter { $0.key.isEmpty }
+            }
+        case .cursor:
+            if let name = statement.objectName, let inner = statement.innerStatement, sqlCursors.count < Self.maxPreparedStatements {
+                sqlCursors[name] = inner
+                cursorRowsSent[name] = nil
+            }
+        case .utility:
+            // DISCARD ALL deallocates every prepared statement and closes every cursor.
+            sqlPrepared.removeAll()
+            sqlCursors.removeAll()
+            statements = statements.filter { $0.key.isEmpty }
+            portals.removeAll()
+        default:
+            break
         }
     }
 
@@ -913,10 +965,6 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func writeToUpstream(_ frame: PostgresFrame, upstream: Channel) {
-        switch frame.type {
-        case UInt8(ascii: "Q"), UInt8(ascii: "S"), UInt8(ascii: "F"): readyForQueryExpected += 1
-        default: break
-        }
         var buffer = upstream.allocator.buffer(capacity: frame.body.readableBytes + 5)
         PostgresEncoder.frame(frame, into: &buffer)
         upstream.write(buffer, promise: nil)
@@ -952,52 +1000,59 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             heldUntilCancelled?.append(frame)
             return
         }
+        // The answer to a Describe: the statement's columns (kept for masking its rows); the
+        // answer to one the gateway sent itself stays here.
+        if let describing = tracker.frontDescribe {
+            switch frame.type {
+            case UInt8(ascii: "t"):
+                if !describing.injected { writeToClient(frame) }
+                return
+            case UInt8(ascii: "T"), UInt8(ascii: "n"):
+                track(frame)
+                if !describing.injected { writeToClient(frame) }
+                return
+            default:
+                break
+            }
+        }
         let front = tracker.frontStatement
         let cutting = cut != nil && cut?.statementID == front?.id
         var frame = frame
         if !masks.isEmpty {
             switch frame.type {
-            case UInt8(ascii: "t") where !tracker.frontIsSimpleQuery && pendingDescribes.first?.injected == true:
-                return
-            case UInt8(ascii: "T") where !tracker.frontIsSimpleQuery && !pendingDescribes.isEmpty,
-                 UInt8(ascii: "n") where !tracker.frontIsSimpleQuery && !pendingDescribes.isEmpty:
-                // The answer to a Describe: the statement's columns, for masking its rows.
-                let describe = pendingDescribes.removeFirst()
-                if case .rowDescription(let fields)? = try? BackendMessage.parse(frame) {
-                    describe.description.fields = fields
-                } else {
-                    describe.description.fields = []
-                }
-                if describe.injected { return }
             case UInt8(ascii: "T"):
                 if let front, case .rowDescription(let fields)? = try? BackendMessage.parse(frame) {
                     maskPlans[front.id] = ResultMaskPlan(
                         fields: fields, resultFormats: nil, masks: masks, catalog: catalog, statement: front.controls?.statement)
                 }
             case UInt8(ascii: "D"):
-                if let front, let masked = maskRow(frame.body, statement: front, allocator: allocator) {
-                    frame = PostgresFrame(type: frame.type, body: masked)
+                if let front {
+                    if let masked = maskRow(frame.body, statement: front, allocator: allocator) {
+                        frame = PostgresFrame(type: frame.type, body: masked)
+                    }
+                } else {
+                    // Rows the gateway cannot place: nothing in them is passed on.
+                    frame = PostgresFrame(type: frame.type, body: Self.nullRow(frame.body, allocator: allocator))
                 }
             case UInt8(ascii: "E"), UInt8(ascii: "N"):
                 if let masked = maskError(frame, statement: front, allocator: allocator) { frame = masked }
-            case UInt8(ascii: "Z"):
-                readyForQueryReceived += 1
-                pendingDescribes.removeAll { $0.readyBefore < readyForQueryReceived }
+            case UInt8(ascii: "A"), UInt8(ascii: "S"):
+                if let masked = maskAsynchronous(frame, allocator: allocator) { frame = masked }
             default:
                 break
             }
         }
         switch frame.type {
-        case UInt8(ascii: "E") where front.map({ refusals[$0.id] != nil }) ?? false:
+        case UInt8(ascii: "E") where tracker.frontRefusalID.map({ refusals[$0] != nil }) ?? false:
             // The stand-in failed as it always does; the client is told why its statement was refused.
-            let replaced = refusals.removeValue(forKey: front!.id)!.errorFrame(allocator: allocator)
+            let replaced = refusals.removeValue(forKey: tracker.frontRefusalID!)!.errorFrame(allocator: allocator)
             track(replaced)
             writeToClient(replaced)
             return
         case UInt8(ascii: "D"), UInt8(ascii: "d"):
             if cutting || cut?.swallowing == true { return }
             if let front, let limit = front.controls?.rowLimit {
-                let cursor = front.controls?.statement.flatMap { $0.kind == .cursor && $0.innerStatement == nil ? $0.objectName : nil }
+                let cursor = front.controls?.cursorName
                 let sent = cursor.map { cursorRowsSent[$0, default: 0] } ?? rowsSent[front.id, default: 0]
                 guard sent < limit.maxRows else {
                     return startCut(front, limit: limit)
@@ -1023,8 +1078,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             cut = nil
             track(frame)
             if finished.cancelInFlight {
-                // Held until the cancel has reached the server, so it cannot hit a later statement.
-                heldUntilCancelled = [frame]
+                // Held until the cancel has reached the server, so it cannot hit a later statement;
+                // what arrives meanwhile waits behind it.
+                heldReady = frame
+                heldUntilCancelled = []
                 return
             }
         case UInt8(ascii: "G") where cut?.swallowing == true:
@@ -1055,11 +1112,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 statement: statement.controls?.statement)
             maskPlans[statement.id] = .some(plan)
         } else {
-            // Rows whose columns the gateway never learnt (a portal opened by SQL and fetched
-            // with Execute): nothing in them can be told apart, so nothing is passed on.
-            var copy = body
-            let count = Int(copy.readInteger(as: Int16.self) ?? 0)
-            return ResultMaskPlan.encode(Array(repeating: nil, count: max(count, 0)), allocator: allocator)
+            // Rows whose columns the gateway never learnt: nothing in them can be told apart, so
+            // nothing is passed on.
+            return Self.nullRow(body, allocator: allocator)
         }
         guard let plan else { return nil }
         if keepsUnmasked, unmaskedRows[statement.id, default: []].count < environment.settings.maxRecordedRows,
@@ -1069,6 +1124,35 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             })
         }
         return plan.apply(to: body, masker: environment.settings.masker, allocator: allocator)
+    }
+
+    /// A DataRow of as many NULLs as the row has values.
+    static func nullRow(_ body: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var copy = body
+        let count = Int(copy.readInteger(as: Int16.self) ?? 0)
+        return ResultMaskPlan.encode(Array(repeating: nil, count: max(count, 0)), allocator: allocator)
+    }
+
+    /// NOTIFY payloads and reported settings can carry values too (`pg_notify('c', email)`,
+    /// `set_config('application_name', email, false)`): the detectors run over them.
+    private func maskAsynchronous(_ frame: PostgresFrame, allocator: ByteBufferAllocator) -> PostgresFrame? {
+        let detectors = masks.reduce(into: Set<Detector>()) { $0.formUnion($1.action.detectors) }
+        let strategy = masks.first { !$0.action.detectors.isEmpty }?.action.strategy ?? .redact
+        guard !detectors.isEmpty, let message = try? BackendMessage.parse(frame) else { return nil }
+        let masker = environment.settings.masker
+        var buffer = allocator.buffer(capacity: frame.body.readableBytes + 16)
+        switch message {
+        case .notification(let processID, let channel, let payload):
+            guard let masked = masker.maskDetected(in: payload, detectors: detectors, strategy: strategy) else { return nil }
+            PostgresEncoder.backend(.notification(processID: processID, channel: channel, payload: masked), into: &buffer)
+        case .parameterStatus(let name, let value):
+            guard let masked = masker.maskDetected(in: value, detectors: detectors, strategy: strategy) else { return nil }
+            PostgresEncoder.backend(.parameterStatus(name: name, value: masked), into: &buffer)
+        default:
+            return nil
+        }
+        buffer.moveReaderIndex(forwardBy: 5)
+        return PostgresFrame(type: frame.type, body: buffer)
     }
 
     private func maskError(_ frame: PostgresFrame, statement: StatementTracker.Statement?, allocator: ByteBufferAllocator) -> PostgresFrame? {
@@ -1116,6 +1200,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         guard let held = heldUntilCancelled else { return }
         heldUntilCancelled = nil
+        // The ReadyForQuery was tracked when it arrived; it is only passed on now.
+        if let ready = heldReady { writeToClient(ready) }
+        heldReady = nil
         for frame in held { relayFromUpstream(frame, allocator: context?.channel.allocator ?? ByteBufferAllocator()) }
         context?.flush()
     }
@@ -1154,14 +1241,31 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             }
             return
         case UInt8(ascii: "T"), UInt8(ascii: "D"), UInt8(ascii: "C"), UInt8(ascii: "E"), UInt8(ascii: "Z"),
-             UInt8(ascii: "I"), UInt8(ascii: "s"), UInt8(ascii: "G"):
+             UInt8(ascii: "I"), UInt8(ascii: "s"), UInt8(ascii: "G"), UInt8(ascii: "1"), UInt8(ascii: "2"),
+             UInt8(ascii: "3"), UInt8(ascii: "n"), UInt8(ascii: "t"):
             guard let message = try? BackendMessage.parse(frame) else { return }
             finished = tracker.receive(message, now: now)
         default:
             return
         }
+        for event in tracker.takeEvents() {
+            switch event {
+            case .parseFailed(let name):
+                statements[name] = nil
+            case .closed(.statement, let name):
+                if let generation = pendingCloses[name] {
+                    if statements[name]?.generation == generation { statements[name] = nil }
+                    pendingCloses[name] = nil
+                }
+            case .closed(.portal, let name):
+                portals[name] = nil
+            }
+        }
         for var outcome in finished {
             let id = outcome.statement.id
+            if let effect = outcome.statement.controls?.sessionEffect, outcome.sqlState == nil, !outcome.skipped, !outcome.suspended {
+                applySessionEffect(effect)
+            }
             refusals[id] = nil
             if !outcome.suspended {
                 rowsSent[id] = nil

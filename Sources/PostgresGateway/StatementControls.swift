@@ -13,6 +13,10 @@ struct StatementControls: Sendable {
     var decision: Decision?
     /// The columns of the statement's rows, once the server has described them (extended protocol).
     var description: RowDescriptionBox?
+    /// PREPARE, DEALLOCATE, DECLARE, DISCARD ALL: applied to the session's records once it ran.
+    var sessionEffect: SQLStatement?
+    /// FETCH or MOVE on a SQL cursor: its rows count toward one limit per cursor.
+    var cursorName: String?
 
     init(statement: SQLStatement? = nil, evaluation: PolicyEvaluation? = nil, decision: Decision? = nil) {
         self.statement = statement

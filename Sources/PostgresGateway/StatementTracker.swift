@@ -40,13 +40,24 @@ struct StatementTracker {
         var finished: ContinuousClock.Instant?
     }
 
+    /// What the server owes an answer for, one entry per frontend message that gets one, in order.
     private enum Entry {
         /// A simple Query, or the last statement of one that holds several: finished by ReadyForQuery.
         case simpleQuery(Outcome)
         /// A statement of a multi-statement simple Query other than the last: finished by its own
         /// CommandComplete (or an error, after which the server runs none of the rest).
         case queryPart(Outcome)
+        /// Parse: ParseComplete. `statement` is set for a refused statement's stand-in, whose
+        /// error is the statement's outcome; `name` when the Parse defined a name the session
+        /// keeps (forgotten again if the server refuses the Parse).
+        case parse(Outcome?, name: String?)
+        /// Bind: BindComplete. An error is the outcome of the statement it binds.
+        case bind(Outcome)
+        /// Describe: ParameterDescription (for a statement) and RowDescription or NoData.
+        case describe(RowDescriptionBox?, injected: Bool)
         case execute(Outcome)
+        /// Close: CloseComplete; the session forgets the statement or portal only then.
+        case close(DescribeTarget, String)
         case sync
     }
 
@@ -73,8 +84,24 @@ struct StatementTracker {
         queue.append(.simpleQuery(Outcome(statement: last)))
     }
 
+    mutating func parseSent(refused statement: Statement? = nil, name: String? = nil) {
+        queue.append(.parse(statement.map { Outcome(statement: $0) }, name: name))
+    }
+
+    mutating func bindSent(_ statement: Statement) {
+        queue.append(.bind(Outcome(statement: statement)))
+    }
+
+    mutating func describeSent(_ description: RowDescriptionBox?, injected: Bool) {
+        queue.append(.describe(description, injected: injected))
+    }
+
     mutating func executeSent(_ statement: Statement) {
         queue.append(.execute(Outcome(statement: statement)))
+    }
+
+    mutating func closeSent(_ target: DescribeTarget, _ name: String) {
+        queue.append(.close(target, name))
     }
 
     mutating func syncSent() {
@@ -99,9 +126,39 @@ struct StatementTracker {
         update { $0.rows += 1 }
     }
 
+    /// What the session learns from the server's answers besides outcomes.
+    enum Event {
+        /// A Parse the server refused had defined this name: it does not exist.
+        case parseFailed(name: String)
+        case closed(DescribeTarget, String)
+    }
+
+    private(set) var events: [Event] = []
+
+    mutating func takeEvents() -> [Event] {
+        defer { events.removeAll() }
+        return events
+    }
+
     mutating func receive(_ message: BackendMessage, now: ContinuousClock.Instant) -> [Outcome] {
         switch message {
+        case .parseComplete:
+            if case .parse = front { head += 1 }
+        case .bindComplete:
+            if case .bind = front { head += 1 }
+        case .closeComplete:
+            if case .close(let target, let name) = front {
+                events.append(.closed(target, name))
+                head += 1
+            }
+        case .parameterDescription:
+            break
         case .rowDescription(let fields):
+            if case .describe(let box, _) = front {
+                box?.fields = fields
+                head += 1
+                return []
+            }
             update { outcome in
                 outcome.columns = fields.map(\.name)
                 switch outcome.statement.resultFormats {
@@ -109,6 +166,11 @@ struct StatementTracker {
                 case let formats? where formats.count == 1: outcome.columnFormats = Array(repeating: formats[0], count: fields.count)
                 case let formats?: outcome.columnFormats = formats
                 }
+            }
+        case .noData:
+            if case .describe(let box, _) = front {
+                box?.fields = []
+                head += 1
             }
         case .dataRow(let values):
             let maxRecordedRows = self.maxRecordedRows
@@ -133,50 +195,7 @@ struct StatementTracker {
         case .portalSuspended:
             return finishExecute(now: now) { $0.suspended = true }
         case .errorResponse(let fields):
-            switch front {
-            case .simpleQuery:
-                update { outcome in
-                    outcome.sqlState = fields.sqlState
-                    outcome.errorMessage = fields.message
-                }
-            case .queryPart:
-                var finished = finishQueryPart(now: now) { outcome in
-                    outcome.sqlState = fields.sqlState
-                    outcome.errorMessage = fields.message
-                }
-                // The server runs none of the query's later statements.
-                while case .queryPart(var skipped) = front {
-                    skipped.skipped = true
-                    skipped.finished = now
-                    finished.append(skipped)
-                    head += 1
-                }
-                update { $0.skipped = true }
-                return finished
-            case .execute:
-                var finished = finishExecute(now: now) { outcome in
-                    outcome.sqlState = fields.sqlState
-                    outcome.errorMessage = fields.message
-                }
-                // The server now discards every message until Sync, simple queries included, and
-                // answers none of them: those statements never ran.
-                while let entry = front {
-                    switch entry {
-                    case .execute(var skipped), .simpleQuery(var skipped), .queryPart(var skipped):
-                        skipped.skipped = true
-                        skipped.finished = now
-                        finished.append(skipped)
-                        head += 1
-                        continue
-                    case .sync:
-                        break
-                    }
-                    break
-                }
-                return finished
-            default:
-                break
-            }
+            return receiveError(fields, now: now)
         case .copyInResponse:
             // During COPY FROM STDIN the server ignores Sync; the Syncs a client sent along with the
             // Execute that started the copy will get no ReadyForQuery of their own.
@@ -187,7 +206,7 @@ struct StatementTracker {
             }
         case .readyForQuery:
             var finished: [Outcome] = []
-            // Ends one simple query, or one Sync (with any executes the server never reached).
+            // Ends one simple query, or one Sync (with anything before it the server never answered).
             while head < queue.count {
                 let entry = queue[head]
                 head += 1
@@ -202,10 +221,12 @@ struct StatementTracker {
                     outcome.skipped = outcome.commandTags.isEmpty && outcome.sqlState == nil
                     outcome.finished = now
                     finished.append(outcome)
-                case .execute(var outcome):
+                case .execute(var outcome), .bind(var outcome), .parse(var outcome?, _):
                     outcome.skipped = true
                     outcome.finished = now
                     finished.append(outcome)
+                case .parse, .describe, .close:
+                    continue
                 case .sync:
                     compact()
                     return finished
@@ -219,6 +240,85 @@ struct StatementTracker {
         return []
     }
 
+    private mutating func receiveError(_ fields: ErrorFields, now: ContinuousClock.Instant) -> [Outcome] {
+        func failed(_ outcome: Outcome) -> Outcome {
+            var outcome = outcome
+            outcome.sqlState = fields.sqlState
+            outcome.errorMessage = fields.message
+            outcome.finished = now
+            return outcome
+        }
+        var finished: [Outcome] = []
+        // A failed Parse the session keeps no outcome for: its error is the outcome of the
+        // statement it was sent for (the Bind or Execute behind it).
+        var carried: ErrorFields?
+        switch front {
+        case .simpleQuery:
+            update { outcome in
+                outcome.sqlState = fields.sqlState
+                outcome.errorMessage = fields.message
+            }
+            return []
+        case .queryPart(let outcome):
+            finished.append(failed(outcome))
+            head += 1
+            // The server runs none of the query's later statements.
+            while case .queryPart(var skipped) = front {
+                skipped.skipped = true
+                skipped.finished = now
+                finished.append(skipped)
+                head += 1
+            }
+            update { $0.skipped = true }
+            return finished
+        case .parse(let outcome, let name):
+            if let outcome { finished.append(failed(outcome)) } else { carried = fields }
+            if let name { events.append(.parseFailed(name: name)) }
+            head += 1
+        case .bind(let outcome), .execute(let outcome):
+            finished.append(failed(outcome))
+            head += 1
+        case .describe, .close:
+            head += 1
+        case .sync, nil:
+            // Not an answer to anything the session sent (a FATAL before closing, say).
+            return []
+        }
+        // The server now discards every message until Sync, simple queries included, and answers
+        // none of them: those statements never ran. A statement already finished with the error
+        // (its Bind failed) is not recorded again as skipped.
+        while let entry = front {
+            switch entry {
+            case .execute(var skipped), .bind(var skipped), .simpleQuery(var skipped), .queryPart(var skipped), .parse(var skipped?, _):
+                let isExtended = switch entry {
+                case .bind, .execute: true
+                default: false
+                }
+                if carried != nil && isExtended {
+                    finished.append(failed(skipped))
+                    carried = nil
+                } else if !finished.contains(where: { $0.statement.id == skipped.statement.id }) {
+                    skipped.skipped = true
+                    skipped.finished = now
+                    finished.append(skipped)
+                }
+                head += 1
+                continue
+            case .parse(nil, let name):
+                if let name { events.append(.parseFailed(name: name)) }
+                head += 1
+                continue
+            case .describe, .close:
+                head += 1
+                continue
+            case .sync:
+                break
+            }
+            break
+        }
+        return finished
+    }
+
     private var front: Entry? { head < queue.count ? queue[head] : nil }
 
     /// The statement the server's next response belongs to.
@@ -230,6 +330,15 @@ struct StatementTracker {
     }
 
     var frontStatementID: Int? { frontStatement?.id }
+
+    /// The refused statement whose stand-in the server is answering, if it is one.
+    var frontRefusalID: Int? {
+        switch front {
+        case .parse(let outcome?, _): outcome.statement.id
+        case .simpleQuery(let outcome), .queryPart(let outcome): outcome.statement.id
+        default: nil
+        }
+    }
 
     /// True when the server is answering a simple Query.
     var frontIsSimpleQuery: Bool {
@@ -245,6 +354,12 @@ struct StatementTracker {
         return false
     }
 
+    /// The Describe the server is answering: whose columns, and whether the gateway sent it.
+    var frontDescribe: (description: RowDescriptionBox?, injected: Bool)? {
+        if case .describe(let box, let injected) = front { return (box, injected) }
+        return nil
+    }
+
     private mutating func update(_ change: (inout Outcome) -> Void) {
         guard head < queue.count else { return }
         switch queue[head] {
@@ -257,7 +372,7 @@ struct StatementTracker {
         case .execute(var outcome):
             change(&outcome)
             queue[head] = .execute(outcome)
-        case .sync:
+        default:
             break
         }
     }

@@ -232,8 +232,8 @@ struct TextResponseMaskingTests {
 
 @Suite("Response masking: what can be read")
 struct ResponseMaskModeTests {
-    private func mode(_ type: String?, encoding: [String] = [], transfer: [String] = [], status: Int = 200, length: Int? = nil, detectors: Bool = true) -> ResponseMaskMode {
-        ResponseMasking.mode(status: status, contentType: type, contentEncodings: encoding, transferEncodings: transfer, declaredLength: length, hasDetectors: detectors)
+    private func mode(_ type: String?, encoding: [String] = [], transfer: [String] = [], status: Int = 200, length: Int? = nil, detectors: Bool = true, paths: Bool = false) -> ResponseMaskMode {
+        ResponseMasking.mode(status: status, contentType: type, contentEncodings: encoding, transferEncodings: transfer, declaredLength: length, hasDetectors: detectors, hasPaths: paths)
     }
 
     @Test func jsonAndTextTypes() {
@@ -245,7 +245,9 @@ struct ResponseMaskModeTests {
                      "application/atom+xml", "application/x-www-form-urlencoded", "application/javascript", "application/yaml"] {
             #expect(mode(type) == .text, "\(type)")
         }
-        #expect(mode("text/plain", detectors: false) == .untouched, "JSON paths mean nothing in text")
+        #expect(mode("text/plain", detectors: false) == .untouched, "without masks that read text, text passes")
+        #expect(mode("text/csv", paths: true) == .withhold("JSON-path masks apply and it is text/csv, not JSON"),
+                "a field masked by path must not leave in another representation")
     }
 
     @Test func unreadableBodiesAreWithheld() {

@@ -20,6 +20,76 @@ struct StatementTrackerTests {
         .rowDescription(names.map { FieldDescription(name: $0, dataTypeOID: 25, dataTypeSize: -1) })
     }
 
+    @Test func eachExecuteIsMatchedToItsOwnPortalWhateverTheBindOrder() {
+        // Bind P1, Bind P2, Execute P2, Execute P1: the rows of P2 come first and are P2's.
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.bindSent(statement(1, "SELECT name"))
+        tracker.bindSent(statement(2, "SELECT email"))
+        tracker.executeSent(statement(2, "SELECT email"))
+        tracker.executeSent(statement(1, "SELECT name"))
+        tracker.syncSent()
+        #expect(tracker.receive(.bindComplete, now: now).isEmpty)
+        #expect(tracker.receive(.bindComplete, now: now).isEmpty)
+        #expect(tracker.frontStatementID == 2)
+        _ = tracker.receive(row("ada@example.com"), now: now)
+        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).map(\.statement.id) == [2])
+        #expect(tracker.frontStatementID == 1)
+        _ = tracker.receive(row("Ada"), now: now)
+        #expect(tracker.receive(.commandComplete("SELECT 1"), now: now).map(\.statement.id) == [1])
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
+        #expect(tracker.inFlight == 0)
+    }
+
+    @Test func aFailedParseSkipsTheQueryBehindItAndTheNextQueryIsPlacedRight() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.parseSent(name: "s1")
+        tracker.querySent(statement(5, "SELECT email"))
+        tracker.syncSent()
+        tracker.querySent(statement(6, "SELECT name"))
+        let skipped = tracker.receive(.errorResponse(ErrorFields(severity: "ERROR", sqlState: "42P01", message: "no")), now: now)
+        #expect(skipped.map(\.statement.id) == [5] && skipped[0].skipped)
+        #expect(tracker.takeEvents().count == 1, "the name the failed Parse defined is reported")
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
+        #expect(tracker.frontStatementID == 6)
+    }
+
+    @Test func aDescribeIsAnsweredIntoItsBoxAndLeavesTheQueue() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        let box = RowDescriptionBox()
+        tracker.parseSent(name: "s1")
+        tracker.describeSent(box, injected: true)
+        tracker.syncSent()
+        _ = tracker.receive(.parseComplete, now: now)
+        #expect(tracker.frontDescribe?.injected == true)
+        _ = tracker.receive(.parameterDescription([]), now: now)
+        _ = tracker.receive(columns("email"), now: now)
+        #expect(box.fields?.map(\.name) == ["email"])
+        #expect(tracker.frontDescribe == nil)
+        _ = tracker.receive(.readyForQuery(.idle), now: now)
+        #expect(tracker.inFlight == 0)
+    }
+
+    @Test func aFailedBindIsRecordedOnceWithItsError() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.bindSent(statement(1, "SELECT $1::int"))
+        tracker.executeSent(statement(1, "SELECT $1::int"))
+        tracker.syncSent()
+        let finished = tracker.receive(.errorResponse(ErrorFields(severity: "ERROR", sqlState: "22P02", message: "bad")), now: now)
+        #expect(finished.count == 1 && finished[0].sqlState == "22P02")
+        #expect(tracker.receive(.readyForQuery(.idle), now: now).isEmpty)
+    }
+
+    @Test func aCloseIsReportedWhenTheServerConfirmsIt() {
+        var tracker = StatementTracker(maxRecordedRows: 10)
+        tracker.closeSent(.statement, "s1")
+        tracker.syncSent()
+        _ = tracker.receive(.closeComplete, now: now)
+        guard case .closed(.statement, "s1")? = tracker.takeEvents().first else {
+            Issue.record("no close event")
+            return
+        }
+    }
+
     @Test func aSimpleQueryWithSeveralStatementsEndsAtReadyForQuery() {
         var tracker = StatementTracker(maxRecordedRows: 10)
         tracker.querySent(statement(1, "SELECT 1; SELECT 2"))

@@ -560,12 +560,22 @@ policy:
     - name: pii
       effect: mask
       connections: [config-api, records-api]
-      json_paths: ["$..email"]
       detectors: [card, ssn]
+      strategy: partial
+    # Rules by JSON path are scoped to the JSON endpoints: a response in another representation
+    # would be withheld (a path mask cannot be applied to CSV).
+    - name: pii-emails
+      effect: mask
+      connections: [config-api, records-api]
+      http:
+        paths: ["/customers", "/customers.ndjson", "/export/**", "/many", "/broken"]
+      json_paths: ["$..email"]
       strategy: partial
     - name: hashed-refs
       effect: mask
       connections: [records-api]
+      http:
+        paths: ["/customers", "/customers.ndjson", "/export/**", "/many", "/broken"]
       json_paths: ["$..customer_ref"]
       strategy: hash
 """
@@ -629,7 +639,7 @@ def test_the_audit_trail_holds_only_what_the_client_saw(masking_gw):
         assert "the request was allowed by rule" in response["decision"]["reason"]
         body = json.loads(response["payload"])["body"]
         assert "***-**-6789" in body, "the masked body is recorded"
-    assert responses[0]["decision"]["rule"] == "pii,hashed-refs"
+    assert responses[0]["decision"]["rule"] == "pii,pii-emails,hashed-refs"
     requests_ = [e["record"] for e in masking_gw.events() if e["record"]["operation"]["kind"] == "http.request"]
     assert all(r["decision"]["effect"] == "allow" for r in requests_), "request events are unchanged"
 
@@ -698,7 +708,7 @@ def test_unreadable_responses_are_withheld_when_masks_apply(masking_gw):
     assert r.status_code == 502 and r.headers["Content-Type"] == "application/problem+json"
     problem = r.json()
     assert "could not be masked" in problem["detail"] and "gzip" in problem["detail"]
-    assert problem["rule"] == "pii,hashed-refs" and problem["connection"] == "records-api"
+    assert problem["rule"] == "pii" and problem["connection"] == "records-api"
     assert_nothing_unmasked(r.text, "the refusal")
     r = requests.get(masking_gw.http_url + "/c/records-api/blob", headers=headers, timeout=30)
     assert r.status_code == 502 and "application/octet-stream" in r.json()["detail"]
@@ -713,7 +723,7 @@ def test_unreadable_responses_are_withheld_when_masks_apply(masking_gw):
     assert [(o["outcome"]["status"], o["outcome"]["errorCode"]) for o in withheld] == [
         ("502", "response-unmaskable"), ("502", "response-unmaskable")]
     assert "gzip" in withheld[0]["outcome"]["error"]
-    assert withheld[0]["decision"]["effect"] == "deny" and withheld[0]["decision"]["rule"] == "pii,hashed-refs"
+    assert withheld[0]["decision"]["effect"] == "deny" and withheld[0]["decision"]["rule"] == "pii"
     assert outcomes[2]["decision"]["effect"] == "allow"
 
 
