@@ -13,7 +13,8 @@ public enum MaskKey {
 
     /// From `policy.mask_key` when set (base64, or at least 32 bytes of text), else from the key
     /// file in the state directory, created with 32 random bytes on first start.
-    public static func load(_ config: GatehouseConfig) throws -> [UInt8] {
+    /// `create: false` for tools that only read: a new key would open nothing.
+    public static func load(_ config: GatehouseConfig, create: Bool = true) throws -> [UInt8] {
         if let reference = config.maskKey {
             let secret = try reference.resolve()
             if let decoded = Data(base64Encoded: secret.trimmingCharacters(in: .whitespacesAndNewlines)), decoded.count >= minimumBytes {
@@ -33,6 +34,7 @@ public enum MaskKey {
             }
             return Array(key)
         }
+        guard create else { throw Problem(description: "\(path) does not exist: the gateway's mask key is not on this machine") }
         var key = [UInt8](repeating: 0, count: minimumBytes)
         var generator = SystemRandomNumberGenerator()
         for index in key.indices { key[index] = generator.next() }

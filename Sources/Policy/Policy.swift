@@ -6,7 +6,9 @@ import SQLInspection
 /// For an operation, the rules whose principal, connection and operation match are collected.
 /// Deny beats review beats allow. If none of those decides:
 /// - an operation the gateway could not classify (SQL of kind `unknown`, or that did not parse)
-///   gets `unknownForAgents` or `unknownForPeople` (deny for agents unless configured otherwise);
+///   gets `unknownForAgents` or `unknownForPeople` (deny unless configured otherwise: a guardrail
+///   must not be stepped around by making a statement unreadable, padding it past the size the
+///   gateway parses, say);
 ///   only rules that name the kind `unknown` match such statements, so a broad allow rule never
 ///   lets through what could not be read;
 /// - otherwise, if the connection has allow rules for this protocol (whoever they are for), the
@@ -21,7 +23,7 @@ public struct Policy: Sendable {
 
     public init(
         rules: [PolicyRule] = [], defaultEffect: Decision.Effect = .allow, unknownForAgents: Decision.Effect = .deny,
-        unknownForPeople: Decision.Effect = .allow
+        unknownForPeople: Decision.Effect = .deny
     ) {
         self.rules = rules
         self.defaultEffect = defaultEffect
@@ -80,7 +82,10 @@ public struct Policy: Sendable {
             fallback = "no rule decides; the policy default is \(defaultEffect.rawValue)"
             decision = Decision(effect: defaultEffect, rule: "policy:default", reason: "no rule decides \(operationText); the default is \(defaultEffect.rawValue)")
         }
-        let limit = limits.compactMap { rule in rule.maxRows.map { (rule: rule.name, rows: $0) } }.min { $0.rows < $1.rows }
+        // A row limit stops an export. A statement that writes (DELETE … RETURNING) has done its
+        // work by the time its rows come back; cutting its answer would only hide what it did.
+        var limit = limits.compactMap { rule in rule.maxRows.map { (rule: rule.name, rows: $0) } }.min { $0.rows < $1.rows }
+        if case .sql(let statement, _) = operation, statement.writes, !statement.isUnknown { limit = nil }
         if decision.effect != .deny {
             // The trail says what shapes the answer, next to what allowed it.
             if !masks.isEmpty { decision.reason = (decision.reason ?? "") + "; masked by \(masks.map(\.name).joined(separator: ", "))" }
@@ -110,6 +115,22 @@ public struct Policy: Sendable {
                   rule.who.mismatch(principal) == nil else { return nil }
             return NamedMask(rule: rule.name, action: mask)
         }
+    }
+
+    /// What masking cannot allow: COPY … TO sends rows as one stream of text the gateway does not
+    /// take apart, and a statement that could not be classified (a fast-path call, a text too
+    /// large to read) could return masked columns any way it likes. With masks in force, both
+    /// are refused.
+    public static func maskingRefusal(_ statements: [SQLStatement], masks: [NamedMask]) -> Decision? {
+        guard let first = masks.first else { return nil }
+        let rules = masks.map(\.rule).joined(separator: ", ")
+        if statements.contains(where: { $0.kind == .copyTo || $0.innerStatement?.kind == .copyTo }) {
+            return .deny(rule: first.rule, reason: "COPY … TO cannot be masked, and mask rules (\(rules)) apply to this session; use SELECT")
+        }
+        if statements.contains(where: \.isUnknown) {
+            return .deny(rule: first.rule, reason: "the statement could not be classified, and mask rules (\(rules)) apply to this session")
+        }
+        return nil
     }
 
     static func mismatch(_ rule: PolicyRule, principal: Principal, connection: String, operation: Operation) -> String? {

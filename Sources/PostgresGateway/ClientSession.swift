@@ -752,19 +752,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// What masking cannot allow: COPY … TO sends rows as one stream of text the gateway does not
-    /// take apart, and a statement that could not be classified (a fast-path call, a text too large
-    /// to read) could return masked columns any way it likes. With masks in force, both are refused.
     private func maskingRefusal(_ statements: [SQLStatement]) -> Decision? {
-        guard !masks.isEmpty else { return nil }
-        let rules = masks.map(\.rule).joined(separator: ", ")
-        if statements.contains(where: { $0.kind == .copyTo || $0.innerStatement?.kind == .copyTo }) {
-            return .deny(rule: masks[0].rule, reason: "COPY … TO cannot be masked, and mask rules (\(rules)) apply to this session; use SELECT")
-        }
-        if statements.contains(where: \.isUnknown) {
-            return .deny(rule: masks[0].rule, reason: "the statement could not be classified, and mask rules (\(rules)) apply to this session")
-        }
-        return nil
+        Policy.maskingRefusal(statements, masks: masks)
     }
 
     /// `EXECUTE name` is decided as the statement prepared under that name, and `FETCH` from a

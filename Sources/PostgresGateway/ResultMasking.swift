@@ -116,8 +116,11 @@ struct ResultMaskPlan: Sendable {
                     }
                 } else if let derivedRule {
                     // Computed, or from a table the snapshot does not know (created since):
-                    // treated as possibly derived.
-                    masking = .whole(rule: derivedRule.rule, strategy: derivedRule.action.strategy)
+                    // treated as possibly derived. A keyed hash of a computed column would hash
+                    // whatever the agent computes (`SELECT 'guess'`), an oracle for the hash of any
+                    // value: such columns are redacted instead.
+                    let strategy: MaskStrategy = derivedRule.action.strategy == .keyedHash ? .redact : derivedRule.action.strategy
+                    masking = .whole(rule: derivedRule.rule, strategy: strategy)
                 }
             }
             columns.append(masking)
@@ -141,7 +144,9 @@ struct ResultMaskPlan: Sendable {
         masks.first { rule in
             guard !rule.action.columns.isEmpty else { return false }
             guard let statement, !statement.isUnknown else { return true }
-            if statement.referencesWholeRows { return true }
+            // SQL run from a string (query_to_xml, table_to_xml, dblink) reads what the text
+            // does not name.
+            if statement.referencesWholeRows || statement.flags.contains(.dynamicSQL) { return true }
             return statement.columnReferences.contains { name in
                 rule.action.columns.contains { $0.matches(schema: nil, table: nil, column: name) }
             }
@@ -209,9 +214,24 @@ struct ResultMaskPlan: Sendable {
             }
             // A number or other value: what a detector finds in its text cannot be partly
             // masked in its type, so the value goes.
-            let text = isBinary ? Array(BinaryValue.text(value, typeOID: type).utf8) : Array(value.readableBytesView)
+            let text: [UInt8]
+            if isBinary {
+                if Self.cannotHoldText(type) { return .unchanged }
+                // Binary values the gateway cannot read as text (arrays, records, bytea, types
+                // of extensions) could hold anything: they go.
+                guard let readable = BinaryValue.readableText(value, typeOID: type) else { return .null }
+                text = Array(readable.utf8)
+            } else {
+                text = Array(value.readableBytesView)
+            }
             return masker.detect(in: text, detectors: detectors).isEmpty ? .unchanged : .null
         }
+    }
+
+    /// Binary types whose values cannot spell out a detectable value (too short, or not digits
+    /// and letters at all): booleans, small integers, dates and times, UUIDs.
+    static func cannotHoldText(_ type: UInt32) -> Bool {
+        [16, 21, 23, 26, 1082, 1083, 1114, 1184, 1186, 1266, 2950].contains(type)
     }
 
     enum TextKind {

@@ -85,8 +85,8 @@ public struct SQLStatement: Sendable, Hashable {
     /// whether a computed result column may be derived from a masked one.
     public var columnReferences: [String]
     /// True when some reference may expand to whole rows or to columns not named in the text:
-    /// `*`, `t.*`, or a relation or alias used as a value (`SELECT c FROM customers c`,
-    /// `row_to_json(c)`).
+    /// `*`, `t.*`, a relation or alias used as a value (`SELECT c FROM customers c`,
+    /// `row_to_json(c)`), or an alias that renames columns (`FROM customers AS t(i, n, x)`).
     public var referencesWholeRows: Bool
     /// Boxed in an array: a struct cannot hold an optional of itself.
     private var inner: [SQLStatement]

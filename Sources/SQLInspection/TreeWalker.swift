@@ -57,6 +57,8 @@ struct TreeWalker {
     private var singleNameReferences: Set<String> = []
     /// Names a whole row can be referred to by: relations, aliases, WITH queries.
     private var rowNames: Set<String> = []
+    /// An alias renames the columns of what it names.
+    private var renamesColumns = false
     /// Data-modifying statements below the statement being classified, by kind.
     private(set) var nestedDataModifications: [SQLStatementKind] = []
     /// Statement node types found below the statement being classified.
@@ -101,6 +103,9 @@ struct TreeWalker {
         case .object(let object):
             if let alias = object.string("aliasname") {
                 rowNames.insert(alias)
+                // `FROM customers AS t(i, n, x)` renames columns: names in the text no longer
+                // say which columns are read.
+                if !(object["colnames"]?.elements.isEmpty ?? true) { renamesColumns = true }
             }
             if let node = tree.node {
                 visitNode(type: node.type, fields: node.fields, scope: scope, nested: true)
@@ -175,8 +180,9 @@ struct TreeWalker {
         let relation = SQLRelation(catalog: catalog, schema: schema, name: name)
         relations.append(found(SQLRelationAccess(relation, scope.access), at: fields.int("location")))
         rowNames.insert(name)
-        if let alias = fields["alias"]?.fields?.string("aliasname") {
-            rowNames.insert(alias)
+        if let alias = fields["alias"]?.fields {
+            if let name = alias.string("aliasname") { rowNames.insert(name) }
+            if !(alias["colnames"]?.elements.isEmpty ?? true) { renamesColumns = true }
         }
     }
 
@@ -200,7 +206,7 @@ struct TreeWalker {
     /// True when a reference may stand for a whole row: a star, or a single name that is also a
     /// relation, alias or WITH query of the statement (`SELECT c FROM customers c`).
     var referencesWholeRows: Bool {
-        referencesStar || !singleNameReferences.isDisjoint(with: rowNames)
+        referencesStar || renamesColumns || !singleNameReferences.isDisjoint(with: rowNames)
     }
 
     private mutating func visitFuncCall(_ fields: ParseFields, _ scope: Scope) {

@@ -36,12 +36,14 @@ struct AuditCommand: AsyncParsableCommand {
             }
             let text: String
             do {
-                text = try AuditSeal(maskKey: try MaskKey.load(config)).open(sealed)
+                text = try AuditSeal(maskKey: try MaskKey.load(config, create: false)).open(sealed)
             } catch {
                 try? await store.close()
                 throw fail("\(error)")
             }
-            let user = ProcessInfo.processInfo.environment["USER"] ?? String(getuid())
+            // The account the kernel says runs this, not an environment variable anyone can set.
+            let uid = getuid()
+            let user = getpwuid(uid).flatMap { $0.pointee.pw_name.map { String(cString: $0) } }.map { "\($0) (uid \(uid))" } ?? "uid \(uid)"
             // The reading is recorded before anything is shown.
             let record = AuditRecord(
                 node: config.gateway.node, session: "cli-unseal", principal: nil,

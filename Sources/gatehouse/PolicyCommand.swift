@@ -65,8 +65,13 @@ struct PolicyCommand: AsyncParsableCommand {
                 guard kind == .postgres else { throw fail("connection \(connection) is an http connection; use --http") }
                 let inspection = SQLInspector.inspect(sql)
                 let evaluation = config.policy.evaluate(principal: principal, connection: connection, inspection: inspection)
-                decision = evaluation.decision
+                // As the session decides: a refusal masking needs comes first.
+                let masks = config.policy.masks(principal: principal, connection: connection)
+                decision = Policy.maskingRefusal(inspection.statements, masks: masks) ?? evaluation.decision
                 lines += Self.header(decision)
+                if inspection.statements.contains(where: { $0.kind == .execute || ($0.kind == .cursor && $0.innerStatement == nil) }) {
+                    lines.append("note: EXECUTE and FETCH are decided in a session as what was prepared or declared there; here they are shown as written")
+                }
                 if let failure = inspection.failure {
                     lines.append("the SQL could not be read completely: \(failure)")
                 }

@@ -54,7 +54,7 @@ struct PolicyTests {
         ("DO $$ BEGIN EXECUTE 'DROP TABLE customers'; END $$", .deny, "dangerous-functions", .allow),
         ("SET ROLE postgres", .deny, "dangerous-functions", .allow),
         ("SELECT 1; DROP TABLE customers", .deny, "no-ddl-for-agents",.allow),
-        ("SELEC * FROM customers", .deny, "policy:unknown", .allow),
+        ("SELEC * FROM customers", .deny, "policy:unknown", .deny),
     ])
     func sqlGuardrails(sql: String, forAgent: Decision.Effect, rule: String, forPerson: Decision.Effect) {
         let agentDecision = Self.decide(sql)
@@ -81,7 +81,11 @@ struct PolicyTests {
     @Test func unknownStatementsFallToTheConfiguredDefault() {
         var policy = Policy(rules: [PolicyRule(name: "everything", effect: .allow)])
         #expect(Self.decide("SELEC 1", policy: policy).effect == .deny, "a catch-all allow does not cover what could not be read")
+        #expect(Self.decide("SELEC 1", as: Self.alice, policy: policy).effect == .deny, "nor for people, unless configured")
+        policy.unknownForPeople = .allow
         #expect(Self.decide("SELEC 1", as: Self.alice, policy: policy).effect == .allow)
+        let padded = "DELETE FROM orders /*" + String(repeating: " ", count: SQLInspector.maximumInputBytes) + "*/"
+        #expect(Self.decide(padded, as: Self.alice).rule == "policy:unknown", "padding a statement past what is parsed does not step around a guardrail")
         policy.unknownForAgents = .review
         #expect(Self.decide("SELEC 1", policy: policy).effect == .review)
         policy.rules.append(PolicyRule(name: "unknown-ok", effect: .allow, who: PrincipalMatch(agents: ["claude-code"]), sql: SQLMatch(kinds: [.unknown])))
@@ -133,6 +137,12 @@ struct PolicyTests {
         #expect(delete.decision.reason?.contains("DELETE /config/db") == true)
         #expect(policy.evaluate(principal: Self.alice, connection: "other", operation: .http(method: "DELETE", path: "/x")).decision.effect == .allow,
                 "allow rules of one connection do not put another on an allow-list")
+    }
+
+    @Test func aRowLimitDoesNotCutAStatementThatWrites() {
+        let returning = Self.guardrails.evaluate(principal: Self.agent, connection: "demo",
+                                                 inspection: SQLInspector.inspect("DELETE FROM orders WHERE id < 100 RETURNING *"))
+        #expect(returning.statements[0].rowLimit == nil)
     }
 
     @Test func masksAndLimitsShapeAllowedOperationsOnly() {

@@ -73,6 +73,8 @@ struct ResultMaskingTests {
         "WITH t AS (SELECT card_number FROM customers) SELECT upper(card_number) FROM t",
         "SELECT json_build_object('e', email) FROM customers",
         "SELEC garbage",
+        "SELECT lower(x) FROM customers AS t(i, n, x)",
+        "SELECT query_to_xml('select * from customers', true, false, '')",
     ])
     func computedColumnsFromMaskedOnesAreMaskedWhole(sql: String) throws {
         let plan = try #require(Self.plan([Self.field("?column?", table: 0, column: 0)], sql: sql), "\(sql)")
@@ -119,6 +121,39 @@ struct ResultMaskingTests {
         let masked = try #require(plan.apply(to: Self.row([ByteBuffer(string: "4111111111111111")]), masker: Self.masker, allocator: ByteBufferAllocator()))
         #expect(Self.values(masked) == [nil])
         #expect(plan.apply(to: Self.row([ByteBuffer(string: "42")]), masker: Self.masker, allocator: ByteBufferAllocator()) == nil)
+    }
+
+    @Test func aKeyedHashIsNotOfferedOnComputedColumns() throws {
+        // `SELECT 'guess'` would otherwise hash any value the agent likes under the gateway's key.
+        let hashed = NamedMask(rule: "h", action: MaskAction(columns: ["email"], strategy: .keyedHash))
+        let plan = try #require(ResultMaskPlan(
+            fields: [Self.field("g", table: 0, column: 0)], resultFormats: nil, masks: [hashed], catalog: Self.catalog,
+            statement: SQLInspector.inspect("SELECT 'ada@example.com' AS g, email FROM customers").statements[0]))
+        #expect(plan.columns == [.whole(rule: "h", strategy: .redact)])
+    }
+
+    @Test func binaryNumbersAreReadForTheDetectorsAndUnreadableValuesGo() throws {
+        var card = ByteBuffer()
+        for value: Int16 in [4, 3, 0, 0, 4111, 1111, 1111, 1111] { card.writeInteger(value) }
+        #expect(BinaryValue.numericText(card) == "4111111111111111")
+        var amount = ByteBuffer()
+        for value: Int16 in [2, 0, 0, 2, 12, 5000] { amount.writeInteger(value) }
+        #expect(BinaryValue.numericText(amount) == "12.50")
+        var small = ByteBuffer()
+        for value: Int16 in [1, -1, 0x4000, 2, 500] { small.writeInteger(value) }
+        #expect(BinaryValue.numericText(small) == "-0.05")
+        let cards = NamedMask(rule: "cards", action: MaskAction(detectors: [.paymentCard]))
+        let plan = try #require(ResultMaskPlan(
+            fields: [Self.field("n", table: 0, column: 0, type: 1700, format: 1), Self.field("a", table: 0, column: 0, type: 1009, format: 1),
+                     Self.field("t", table: 0, column: 0, type: 1184, format: 1), Self.field("m", table: 0, column: 0, type: 1700, format: 1)],
+            resultFormats: nil, masks: [cards], catalog: nil, statement: nil))
+        var stamp = ByteBuffer()
+        stamp.writeInteger(Int64(1))
+        let masked = try #require(plan.apply(to: Self.row([card, ByteBuffer(string: "array"), stamp, amount]), masker: Self.masker, allocator: ByteBufferAllocator()))
+        guard case .dataRow(let values) = try BackendMessage.parse(PostgresFrame(type: UInt8(ascii: "D"), body: masked)) else { return }
+        #expect(values[0] == nil, "a card kept as numeric goes")
+        #expect(values[1] == nil, "an array the gateway cannot read goes")
+        #expect(values[2] == stamp && values[3] == amount, "timestamps and ordinary amounts pass")
     }
 
     @Test func keyedHashesAreStableSoMaskedValuesStillJoin() throws {

@@ -278,6 +278,8 @@ struct ColumnReferenceTests {
         ("WITH w AS (SELECT email FROM customers) SELECT w FROM w", ["email", "w"], true),
         ("SELECT (SELECT max(email) FROM customers) AS m", ["email"], false),
         ("SELECT a FROM t UNION SELECT b FROM u", ["a", "b"], false),
+        ("SELECT lower(x) FROM customers AS t(i, n, x)", ["x"], true),
+        ("SELECT y FROM (SELECT email FROM customers) AS s(y)", ["y", "email"], true),
     ])
     func referencesAreCollectedEverywhere(sql: String, columns: [String], wholeRows: Bool) {
         let statement = SQLInspector.inspect(sql).statements[0]
