@@ -130,6 +130,23 @@ public struct Policy: Sendable {
         if statements.contains(where: \.isUnknown) {
             return .deny(rule: first.rule, reason: "the statement could not be classified, and mask rules (\(rules)) apply to this session")
         }
+        // Column statistics hold sample values of every column (most common values, histograms).
+        let statistics: Set<String> = ["pg_stats", "pg_statistic", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic_ext_data"]
+        if masks.contains(where: { !$0.action.columns.isEmpty }),
+           statements.contains(where: { $0.relations.contains { statistics.contains($0.relation.name) } }) {
+            return .deny(rule: first.rule, reason: "column statistics hold sample values, and mask rules (\(rules)) apply to this session")
+        }
+        // Writing masked values under another name (CREATE TABLE AS, INSERT … SELECT, UPDATE … SET
+        // x = email) would let them be read back unmasked.
+        let copying: Set<SQLStatementKind> = [.insert, .update, .merge, .create]
+        for statement in statements where copying.contains(statement.kind) || copying.contains(statement.innerStatement?.kind ?? .select) {
+            let touches = statement.referencesWholeRows || masks.contains { mask in
+                statement.columnReferences.contains { name in mask.action.columns.contains { $0.matches(schema: nil, table: nil, column: name) } }
+            }
+            if touches && masks.contains(where: { !$0.action.columns.isEmpty }) {
+                return .deny(rule: first.rule, reason: "the statement writes using masked columns, which could copy their values where they are not masked; mask rules (\(rules)) apply to this session")
+            }
+        }
         return nil
     }
 

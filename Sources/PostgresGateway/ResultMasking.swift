@@ -13,6 +13,17 @@ struct CatalogSnapshot: Sendable {
         var schema: String
         var table: String
         var name: String
+        /// The tables this one is a partition or inheritance child of (`schema.table`): a rule
+        /// naming the parent's column covers the child's.
+        var parents: [String] = []
+
+        func matches(_ pattern: ColumnPattern) -> Bool {
+            if pattern.matches(schema: schema, table: table, column: name) { return true }
+            return parents.contains { parent in
+                let parts = parent.split(separator: ".", maxSplits: 1).map(String.init)
+                return parts.count == 2 && pattern.matches(schema: parts[0], table: parts[1], column: name)
+            }
+        }
     }
 
     struct Key: Hashable, Sendable {
@@ -28,7 +39,10 @@ struct CatalogSnapshot: Sendable {
 
     /// Tables, views, materialized views, foreign and partitioned tables outside the system schemas.
     static let query = """
-        SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname \
+        SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname, \
+        (SELECT string_agg(pn.nspname || '.' || p.relname, ',') FROM pg_catalog.pg_inherits i \
+        JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+        WHERE i.inhrelid = c.oid) \
         FROM pg_catalog.pg_attribute a \
         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -41,13 +55,15 @@ struct CatalogSnapshot: Sendable {
 
     /// Adds one row of `query`'s result (text format); false when the row is not understood.
     mutating func add(row: [ByteBuffer?], patterns: [ColumnPattern]) -> Bool {
-        guard row.count == 5, let oidText = row[0].map({ String(buffer: $0) }), let table = UInt32(oidText),
+        guard row.count == 6, let oidText = row[0].map({ String(buffer: $0) }), let table = UInt32(oidText),
               let numberText = row[1].map({ String(buffer: $0) }), let number = Int16(numberText),
               let schema = row[2].map({ String(buffer: $0) }), let relation = row[3].map({ String(buffer: $0) }),
               let name = row[4].map({ String(buffer: $0) }) else { return false }
         tables.insert(table)
-        if patterns.contains(where: { $0.matches(schema: schema, table: relation, column: name) }) {
-            maskable[Key(table: table, column: number)] = Column(schema: schema, table: relation, name: name)
+        let parents = row[5].map { String(buffer: $0).split(separator: ",").map(String.init) } ?? []
+        let column = Column(schema: schema, table: relation, name: name, parents: parents)
+        if patterns.contains(where: column.matches) {
+            maskable[Key(table: table, column: number)] = column
         }
         return true
     }
@@ -109,9 +125,7 @@ struct ResultMaskPlan: Sendable {
             if !columnRules.isEmpty {
                 if field.tableOID != 0, field.columnAttributeNumber > 0, let catalog, catalog.tables.contains(field.tableOID) {
                     if let column = catalog.maskable[.init(table: field.tableOID, column: field.columnAttributeNumber)],
-                       let rule = columnRules.first(where: { rule in
-                           rule.action.columns.contains { $0.matches(schema: column.schema, table: column.table, column: column.name) }
-                       }) {
+                       let rule = columnRules.first(where: { rule in rule.action.columns.contains(where: column.matches) }) {
                         masking = .whole(rule: rule.rule, strategy: rule.action.strategy)
                     }
                 } else if let derivedRule {

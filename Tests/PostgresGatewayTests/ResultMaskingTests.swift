@@ -18,7 +18,7 @@ struct ResultMaskingTests {
         var snapshot = CatalogSnapshot()
         let patterns = pii.action.columns
         for (number, name) in [(1, "id"), (2, "email"), (3, "card_number"), (4, "note")] {
-            let row = ["\(customers)", "\(number)", "public", "customers", name].map { Optional(ByteBuffer(string: $0)) }
+            let row = ["\(customers)", "\(number)", "public", "customers", name].map { Optional(ByteBuffer(string: $0)) } + [nil]
             let added = snapshot.add(row: row, patterns: patterns)
             #expect(added)
         }

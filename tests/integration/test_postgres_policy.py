@@ -199,6 +199,16 @@ def test_derived_columns_cannot_launder_masked_data(gw, originals):
     assert masked_rows(gw, "SELECT count(*), max(id) FROM customers") == [["50", "50"]]
 
 
+def test_masked_values_cannot_be_copied_or_sampled_around_the_mask(gw):
+    for sql in ("CREATE TEMP TABLE t AS SELECT email AS x FROM customers",
+                "INSERT INTO app_config SELECT email, card_number, now() FROM customers",
+                "SELECT most_common_vals FROM pg_stats WHERE attname = 'email'",
+                "COPY (SELECT email FROM customers) TO STDOUT"):
+        result = run_psql(gw, sql + ";\n", dbname="masked", actor=None)
+        assert "ERROR:  gatehouse:" in result.stderr and "(pii)" in result.stderr, (sql, result.stderr)
+    assert run_psql(gw, "UPDATE app_config SET value = value WHERE key = 'none';\n", dbname="masked").returncode == 0
+
+
 def test_an_error_does_not_echo_a_masked_value(gw, originals):
     result = run_psql(gw, "SELECT email::int FROM customers WHERE id = 1;\n", dbname="masked")
     assert "invalid input syntax for type integer" in result.stderr
