@@ -30,6 +30,11 @@ def pg_config(pg) -> str:
 postgres:
   listen: 127.0.0.1:PG_LISTEN_PORT
   max_recorded_rows: 5
+# People may run what the gateway cannot classify (the fast-path call test needs it). Kept above
+# the connections, which other test files extend.
+policy:
+  unknown:
+    people: allow
 connections:{connections}
   - name: restricted
     type: postgres
@@ -38,10 +43,6 @@ connections:{connections}
     password: env:GH_SCRAM_PASSWORD
     allow:
       subjects: [bob]
-# People may run what the gateway cannot classify (the fast-path call test needs it).
-policy:
-  unknown:
-    people: allow
 """
 
 
