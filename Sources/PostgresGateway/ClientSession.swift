@@ -82,6 +82,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Closes of prepared statements sent and not yet confirmed, by name and the generation
     /// they close: a Parse of the same name behind them defines a new statement.
     private var pendingCloses: [String: Int] = [:]
+    /// The record a Parse replaced behind a pending Close, restored if that Parse fails.
+    private var superseded: [String: Prepared] = [:]
+    /// Between the server's CopyInResponse and the client's CopyDone or CopyFail: the server
+    /// ignores Sync then, and takes nothing but copy data.
+    private var copyingIn = false
     private var nextGeneration = 0
     /// The mask plan of each statement whose rows are passing, by statement id.
     private var maskPlans: [Int: ResultMaskPlan?] = [:]
@@ -536,6 +541,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func relay(_ frame: PostgresFrame) {
         guard let upstream else { return }
         let now = ContinuousClock.now
+        if copyingIn, ![UInt8(ascii: "d"), UInt8(ascii: "c"), UInt8(ascii: "f"), UInt8(ascii: "S"), UInt8(ascii: "H"), UInt8(ascii: "X")].contains(frame.type) {
+            // The server would take it as a broken COPY and leave it unanswered; the gateway
+            // could no longer tell which answer belongs to which statement.
+            return fatal(sqlState: "08P01", message: "only COPY data may be sent during COPY FROM STDIN")
+        }
         switch frame.type {
         case UInt8(ascii: "Q"):
             guard case .query(let sql) = try? FrontendMessage.parse(frame) else { return malformed() }
@@ -547,8 +557,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         case UInt8(ascii: "B"):
             guard case .bind(let bind) = try? FrontendMessage.parse(frame) else { return malformed() }
-            let statement = statements[bind.statementName]
-                ?? Prepared(sql: "", parameterTypes: [], controls: StatementControls())
+            let statement = statements[bind.statementName] ?? unknownPrepared(bind.statementName)
             let sql = statement.sql
             let parameters = bind.parameters.enumerated().map { index, value -> String? in
                 let formats = bind.parameterFormats
@@ -617,15 +626,19 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         case UInt8(ascii: "D"):
             guard case .describe(let target, let name) = try? FrontendMessage.parse(frame) else { return malformed() }
-            let box = switch target {
-            case .statement: statements[name]?.controls.description
-            case .portal: portals[name]?.controls.description
-            }
+            // A portal's description is not kept: a portal can be a SQL cursor of the same name,
+            // and its columns must not become those of the statement the gateway remembers.
+            let box = target == .statement ? statements[name]?.controls.description : nil
             tracker.describeSent(box, injected: false)
         case UInt8(ascii: "d"):
             tracker.copyDataSent(bytes: frame.body.readableBytes)
+        case UInt8(ascii: "c"), UInt8(ascii: "f"):
+            copyingIn = false
         case UInt8(ascii: "S"):
-            tracker.syncSent()
+            // During COPY FROM STDIN the server ignores a Sync: it gets no answer.
+            if !copyingIn { tracker.syncSent() }
+        case UInt8(ascii: "H"):
+            break
         case UInt8(ascii: "X"):
             close(reason: "client terminated")
             return
@@ -710,7 +723,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 statement: single ? decided.statements[0] : nil, evaluation: single ? decided.evaluations[0] : nil,
                 decision: decided.overall)
             controls.description = RowDescriptionBox()
+            if single, let original = inspection.statements.first {
+                controls.sessionEffect = Self.changesSessionState(original) ? original : nil
+                if original.kind == .cursor, original.innerStatement == nil { controls.cursorName = original.objectName }
+            }
             nextGeneration += 1
+            if let previous = statements[name], !name.isEmpty { superseded[name] = previous }
             statements[name] = Prepared(sql: parse.query, parameterTypes: parse.parameterTypes, controls: controls, generation: nextGeneration)
             pendingCloses[name] = nil
             registered = name.isEmpty ? nil : name
@@ -762,11 +780,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func decidedAs(_ statement: SQLStatement) -> SQLStatement {
         switch statement.kind {
         case .execute:
-            if let name = statement.objectName, let prepared = sqlPrepared[name] { return prepared }
+            if let name = statement.objectName, let prepared = sqlPrepared[name] ?? statements[name]?.controls.statement { return prepared }
             return SQLStatement(text: statement.text, utf8Range: statement.utf8Range, kind: .unknown, writes: true)
         case .cursor where statement.innerStatement == nil:
             if let name = statement.objectName, let query = sqlCursors[name] { return query }
-            return statement
+            // A FETCH (or MOVE, CLOSE) of a cursor the gateway did not see declared: what it reads
+            // cannot be known.
+            return SQLStatement(text: statement.text, utf8Range: statement.utf8Range, kind: .unknown, writes: true)
         default:
             return statement
         }
@@ -787,7 +807,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func applySessionEffect(_ statement: SQLStatement) {
         switch statement.kind {
         case .prepare:
-            if let name = statement.objectName, let inner = statement.innerStatement, sqlPrepared.count < Self.maxPreparedStatements {
+            if let name = statement.objectName, let inner = statement.innerStatement,
+               sqlPrepared[name] != nil || sqlPrepared.count < Self.maxPreparedStatements {
                 sqlPrepared[name] = inner
             }
         case .deallocate:
@@ -799,9 +820,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 statements = statements.filter { $0.key.isEmpty }
             }
         case .cursor:
-            if let name = statement.objectName, let inner = statement.innerStatement, sqlCursors.count < Self.maxPreparedStatements {
+            if let name = statement.objectName, let inner = statement.innerStatement,
+               sqlCursors[name] != nil || sqlCursors.count < Self.maxPreparedStatements {
                 sqlCursors[name] = inner
                 cursorRowsSent[name] = nil
+                // A portal of the same name the gateway remembers is gone: this cursor is it now.
+                portals[name] = nil
             }
         case .utility:
             // DISCARD ALL deallocates every prepared statement and closes every cursor.
@@ -812,6 +836,14 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         default:
             break
         }
+    }
+
+    /// A statement the gateway has no record of (prepared with SQL, or out of step): decided
+    /// and limited as something that could not be classified, its rows NULLed under masks.
+    private func unknownPrepared(_ name: String) -> Prepared {
+        let statement = sqlPrepared[name] ?? SQLStatement(text: "", utf8Range: 0..<0, kind: .unknown, writes: true)
+        return Prepared(sql: sqlPrepared[name]?.text ?? "", parameterTypes: [],
+                        controls: StatementControls(statement: statement, evaluation: evaluate(.sql(statement))))
     }
 
     /// A message as a frame, for forwarding in place of a client's.
@@ -1039,7 +1071,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             writeToClient(replaced)
             return
         case UInt8(ascii: "D"), UInt8(ascii: "d"):
-            if cutting || cut?.swallowing == true { return }
+            if cutting || cut?.swallowing == true { return }  // beyond the limit: neither counted nor kept
             if let front, let limit = front.controls?.rowLimit {
                 let cursor = front.controls?.cursorName
                 let sent = cursor.map { cursorRowsSent[$0, default: 0] } ?? rowsSent[front.id, default: 0]
@@ -1047,7 +1079,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                     return startCut(front, limit: limit)
                 }
                 if let cursor {
-                    if cursorRowsSent[cursor] != nil || cursorRowsSent.count < Self.maxPreparedStatements { cursorRowsSent[cursor] = sent + 1 }
+                    // Past the number of cursors counted, a new one is not let run uncounted.
+                    guard cursorRowsSent[cursor] != nil || cursorRowsSent.count < Self.maxPreparedStatements else {
+                        return startCut(front, limit: limit)
+                    }
+                    cursorRowsSent[cursor] = sent + 1
                 } else {
                     rowsSent[front.id] = sent + 1
                 }
@@ -1057,9 +1093,16 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
              UInt8(ascii: "s") where cutting && cut?.swallowing == false:
             // The end of the statement that was cut: the client gets the limit's error instead,
             // and nothing more until the server is ready again (the client skips to there too).
+            // The server's own answers are still followed, as the server sent them.
             let error = cut!.errorFrame(allocator: allocator)
             cut?.swallowing = true
-            track(error)
+            if frame.type == UInt8(ascii: "E") {
+                // The server did fail it (the cancel): recorded as the limit that caused it.
+                track(error)
+            } else {
+                tracker.markFailed(sqlState: "54000", message: "stopped at the row limit of rule \(cut!.limit.rule)")
+                track(frame)
+            }
             writeToClient(error)
             return
         case UInt8(ascii: "Z") where cut != nil:
@@ -1075,16 +1118,35 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             }
         case UInt8(ascii: "G") where cut?.swallowing == true:
             // A COPY FROM the client never sees started (it skipped everything after the error).
+            let extended = tracker.frontIsExecute
+            track(frame)
             if let upstream {
                 var buffer = upstream.allocator.buffer(capacity: 64)
                 PostgresEncoder.frontend(.copyFail("skipped after a row limit"), into: &buffer)
+                if extended {
+                    // The client's Sync arrived while the server was copying, so it was ignored:
+                    // the gateway sends the one the server now waits for.
+                    PostgresEncoder.frontend(.sync, into: &buffer)
+                    tracker.syncSent()
+                }
                 upstream.writeAndFlush(buffer, promise: nil)
             }
+            return
+        case UInt8(ascii: "G"):
+            copyingIn = true
+        case UInt8(ascii: "C") where copyingIn, UInt8(ascii: "E") where copyingIn, UInt8(ascii: "Z") where copyingIn:
+            // The server left copy mode (done, or failed): copy data the client still sends is dropped.
+            copyingIn = false
+            track(frame)
+            writeToClient(frame)
             return
         case UInt8(ascii: "S"), UInt8(ascii: "N"), UInt8(ascii: "A"):
             break
         default:
-            if cut?.swallowing == true { return }
+            if cut?.swallowing == true {
+                track(frame)
+                return
+            }
         }
         track(frame)
         writeToClient(frame)
@@ -1217,6 +1279,19 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         fatal(sqlState: "08006", message: "the database closed the connection")
     }
 
+    /// At ReadyForQuery outside a transaction every portal and every cursor without HOLD is gone;
+    /// what the session keeps about them goes too (a held cursor's FETCH is then not known).
+    private func forgetTransactionState(_ frame: PostgresFrame) {
+        guard frame.type == UInt8(ascii: "Z"), frame.body.getInteger(at: frame.body.readerIndex, as: UInt8.self) == UInt8(ascii: "I"),
+              tracker.inFlight == 0 else { return }
+        portals.removeAll(keepingCapacity: true)
+        sqlCursors.removeAll(keepingCapacity: true)
+        cursorRowsSent.removeAll(keepingCapacity: true)
+        rowsSent.removeAll(keepingCapacity: true)
+        maskPlans.removeAll(keepingCapacity: true)
+        unmaskedRows.removeAll(keepingCapacity: true)
+    }
+
     private func track(_ frame: PostgresFrame) {
         let now = ContinuousClock.now
         let finished: [StatementTracker.Outcome]
@@ -1240,14 +1315,24 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         for event in tracker.takeEvents() {
             switch event {
             case .parseFailed(let name):
-                statements[name] = nil
+                // A Parse that replaced a record (behind a Close the server then skipped) leaves
+                // the server with the statement it had.
+                statements[name] = superseded.removeValue(forKey: name)
             case .closed(.statement, let name):
                 if let generation = pendingCloses[name] {
                     if statements[name]?.generation == generation { statements[name] = nil }
                     pendingCloses[name] = nil
                 }
+                sqlPrepared[name] = nil
+                superseded[name] = nil
             case .closed(.portal, let name):
                 portals[name] = nil
+                sqlCursors[name] = nil
+                cursorRowsSent[name] = nil
+            case .closeSkipped(.statement, let name):
+                pendingCloses[name] = nil
+            case .closeSkipped(.portal, _):
+                break
             }
         }
         for var outcome in finished {
@@ -1269,6 +1354,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 finishedBeforeCommit[id] = outcome
             }
         }
+        forgetTransactionState(frame)
     }
 
     /// The result event: written after the fact and not waited for, linked to its request event.

@@ -116,6 +116,15 @@ struct StatementTracker {
         }
     }
 
+    /// Records an error on the statement being answered without the server having failed (a
+    /// result the gateway stopped at a row limit).
+    mutating func markFailed(sqlState: String, message: String) {
+        update { outcome in
+            outcome.sqlState = sqlState
+            outcome.errorMessage = message
+        }
+    }
+
     /// Counts COPY FROM STDIN data toward the statement being run (the one in copy-in mode).
     mutating func copyDataSent(bytes: Int) {
         update { $0.copiedBytes += Int64(bytes) }
@@ -131,6 +140,8 @@ struct StatementTracker {
         /// A Parse the server refused had defined this name: it does not exist.
         case parseFailed(name: String)
         case closed(DescribeTarget, String)
+        /// A Close the server skipped after an error: nothing was closed.
+        case closeSkipped(DescribeTarget, String)
     }
 
     private(set) var events: [Event] = []
@@ -308,7 +319,11 @@ struct StatementTracker {
                 if let name { events.append(.parseFailed(name: name)) }
                 head += 1
                 continue
-            case .describe, .close:
+            case .describe:
+                head += 1
+                continue
+            case .close(let target, let name):
+                events.append(.closeSkipped(target, name))
                 head += 1
                 continue
             case .sync:
