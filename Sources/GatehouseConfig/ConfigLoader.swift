@@ -386,18 +386,7 @@ public enum ConfigLoader {
             if !name.isEmpty, !seen.insert(name).inserted {
                 reader.report(line: rule.lineOf("name"), "request rule name '\(name)' is used twice in \(path)")
             }
-            let methods = (rule.strings("methods") ?? []).map { $0.uppercased() }
-            for method in methods where !method.allSatisfy({ $0.isLetter }) {
-                reader.report(line: rule.lineOf("methods"), "\(rulePath).methods: '\(method)' is not an HTTP method")
-            }
-            let paths = rule.strings("paths") ?? ["/**"]
-            if paths.isEmpty {
-                // An empty list would match nothing: a deny rule that silently never applies.
-                reader.report(line: rule.lineOf("paths"), "\(rulePath).paths must not be empty (leave it out to cover every path)")
-            }
-            for pattern in paths where !pattern.hasPrefix("/") {
-                reader.report(line: rule.lineOf("paths"), "\(rulePath).paths: '\(pattern)' must start with '/'")
-            }
+            let (methods, paths) = rule.httpMatchers()
             rules.append(.init(
                 name: name,
                 effect: rule.choice("effect", as: GatehouseConfig.Connection.RequestRule.Effect.self) ?? .allow,

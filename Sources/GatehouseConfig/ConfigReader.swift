@@ -242,6 +242,24 @@ final class ConfigSection {
 
     func lineOf(_ key: String) -> Int { entries[key]?.key.mark?.line ?? line }
 
+    /// `methods` (upper-cased, letters only) and `paths` (default every path; each must start
+    /// with `/`; an empty list is refused, as it would match nothing: a deny rule that silently
+    /// never applies), as HTTP rules write them.
+    func httpMatchers() -> (methods: [String], paths: [String]) {
+        let methods = (strings("methods") ?? []).map { $0.uppercased() }
+        for method in methods where !method.allSatisfy({ $0.isLetter }) {
+            reader.report(line: lineOf("methods"), "\(path).methods: '\(method)' is not an HTTP method")
+        }
+        let paths = strings("paths") ?? ["/**"]
+        if paths.isEmpty {
+            reader.report(line: lineOf("paths"), "\(path).paths must not be empty (leave it out to cover every path)")
+        }
+        for pattern in paths where !pattern.hasPrefix("/") {
+            reader.report(line: lineOf("paths"), "\(path).paths: '\(pattern)' must start with '/'")
+        }
+        return (methods, paths)
+    }
+
     /// Reports every key that no accessor asked for.
     func finish() {
         for key in order where !known.contains(key) {

@@ -98,17 +98,7 @@ extension ConfigLoader {
         }
         var http: HTTPMatch?
         if let section = entry.section("http") {
-            let methods = (section.strings("methods") ?? []).map { $0.uppercased() }
-            for method in methods where !method.allSatisfy({ $0.isLetter }) {
-                reader.report(line: section.lineOf("methods"), "\(path).http.methods: '\(method)' is not an HTTP method")
-            }
-            let paths = section.strings("paths") ?? ["/**"]
-            if paths.isEmpty {
-                reader.report(line: section.lineOf("paths"), "\(path).http.paths must not be empty (leave it out to cover every path)")
-            }
-            for pattern in paths where !pattern.hasPrefix("/") {
-                reader.report(line: section.lineOf("paths"), "\(path).http.paths: '\(pattern)' must start with '/'")
-            }
+            let (methods, paths) = section.httpMatchers()
             http = HTTPMatch(methods: methods, paths: paths)
             section.finish()
         }

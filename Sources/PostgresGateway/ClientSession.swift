@@ -588,7 +588,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                     // there are more): a cut then needs no cancel.
                     let allowed = Int32(clamping: max(limit.maxRows - rowsSent[portal.statementID, default: 0], 0) + 1)
                     if maxRows <= 0 || maxRows > allowed {
-                        return writeToUpstream(Self.frame(.execute(portalName: portalName, maxRows: allowed), allocator: upstream.allocator), upstream: upstream)
+                        return writeToUpstream(PostgresFrame.frontend(.execute(portalName: portalName, maxRows: allowed), allocator: upstream.allocator), upstream: upstream)
                     }
                 }
             } else {
@@ -703,7 +703,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             PostgresMetrics.deniedStatements.increment()
             var standIn = parse
             standIn.query = Refusal.standInSQL
-            recordThenForward(Self.frame(.parse(standIn), allocator: upstream.allocator), sql: parse.query, parameters: nil, kind: "sql.parse", decision: refusal.decision) { id in
+            recordThenForward(PostgresFrame.frontend(.parse(standIn), allocator: upstream.allocator), sql: parse.query, parameters: nil, kind: "sql.parse", decision: refusal.decision) { id in
                 self.refusals[id] = refusal
                 // Its error is the statement's outcome; the server then skips to Sync.
                 self.tracker.parseSent(refused: .init(id: id, started: now))
@@ -738,7 +738,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 // Rows of an extended-protocol statement come without a description unless the
                 // client asks for one; masking needs the columns' origins and types, so the
                 // gateway asks right after the Parse (and keeps the answer to itself).
-                writeToUpstream(Self.frame(.describe(.statement, name), allocator: upstream.allocator), upstream: upstream)
+                writeToUpstream(PostgresFrame.frontend(.describe(.statement, name), allocator: upstream.allocator), upstream: upstream)
                 tracker.describeSent(controls.description, injected: true)
             }
             return
@@ -763,7 +763,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func refuse(_ refusal: Refusal, statements: [(sql: String, parameters: [String?]?)], kind: String, now: ContinuousClock.Instant) {
         guard let upstream else { return }
         PostgresMetrics.deniedStatements.increment()
-        let standIn = Self.frame(.query(Refusal.standInSQL), allocator: upstream.allocator)
+        let standIn = PostgresFrame.frontend(.query(Refusal.standInSQL), allocator: upstream.allocator)
         recordThenForward(standIn, statements: statements, kind: kind, decisions: statements.map { _ in refusal.decision }) { ids in
             self.refusals[ids[0]] = refusal
             self.tracker.querySent(ids.map { .init(id: $0, started: now) })
@@ -846,14 +846,6 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                         controls: StatementControls(statement: statement, evaluation: evaluate(.sql(statement))))
     }
 
-    /// A message as a frame, for forwarding in place of a client's.
-    static func frame(_ message: FrontendMessage, allocator: ByteBufferAllocator) -> PostgresFrame {
-        var buffer = allocator.buffer(capacity: 64)
-        PostgresEncoder.frontend(message, into: &buffer)
-        let type = buffer.readInteger(as: UInt8.self) ?? 0
-        buffer.moveReaderIndex(forwardBy: 4)
-        return PostgresFrame(type: type, body: buffer)
-    }
 
     /// Texts larger than this are parsed off the event loop (about 0.5 ms per KiB).
     static let inlineInspectionBytes = 16 * 1024
@@ -1191,19 +1183,16 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         let strategy = masks.first { !$0.action.detectors.isEmpty }?.action.strategy ?? .redact
         guard !detectors.isEmpty, let message = try? BackendMessage.parse(frame) else { return nil }
         let masker = environment.settings.masker
-        var buffer = allocator.buffer(capacity: frame.body.readableBytes + 16)
         switch message {
         case .notification(let processID, let channel, let payload):
             guard let masked = masker.maskDetected(in: payload, detectors: detectors, strategy: strategy) else { return nil }
-            PostgresEncoder.backend(.notification(processID: processID, channel: channel, payload: masked), into: &buffer)
+            return .backend(.notification(processID: processID, channel: channel, payload: masked), allocator: allocator)
         case .parameterStatus(let name, let value):
             guard let masked = masker.maskDetected(in: value, detectors: detectors, strategy: strategy) else { return nil }
-            PostgresEncoder.backend(.parameterStatus(name: name, value: masked), into: &buffer)
+            return .backend(.parameterStatus(name: name, value: masked), allocator: allocator)
         default:
             return nil
         }
-        buffer.moveReaderIndex(forwardBy: 5)
-        return PostgresFrame(type: frame.type, body: buffer)
     }
 
     private func maskError(_ frame: PostgresFrame, statement: StatementTracker.Statement?, allocator: ByteBufferAllocator) -> PostgresFrame? {
@@ -1217,10 +1206,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         guard let masked = ErrorMasking.mask(fields, masks: masks, statementTouchesMaskedColumns: touches, masker: environment.settings.masker) else {
             return nil
         }
-        var buffer = allocator.buffer(capacity: 256)
-        PostgresEncoder.backend(frame.type == UInt8(ascii: "E") ? .errorResponse(masked) : .noticeResponse(masked), into: &buffer)
-        buffer.moveReaderIndex(forwardBy: 5)
-        return PostgresFrame(type: frame.type, body: buffer)
+        return .backend(frame.type == UInt8(ascii: "E") ? .errorResponse(masked) : .noticeResponse(masked), allocator: allocator)
     }
 
     /// Stops a result at the row limit: later rows are dropped, a simple query is cancelled on the
@@ -1230,14 +1216,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         PostgresMetrics.limitedStatements.increment()
         if !tracker.frontIsExecute, let cancelKey, let upstreamInfo = environment.cancels.lookup(cancelKey), let context {
             newCut.cancelInFlight = true
-            ClientBootstrap(group: context.eventLoop)
-                .connectTimeout(.seconds(5))
-                .connect(host: upstreamInfo.host, port: upstreamInfo.port)
-                .flatMap { channel in
-                    var buffer = channel.allocator.buffer(capacity: 16)
-                    PostgresEncoder.cancelRequest(processID: upstreamInfo.processID, secretKey: upstreamInfo.secretKey, into: &buffer)
-                    return channel.writeAndFlush(buffer).flatMap { channel.closeFuture }
-                }
+            Self.sendCancel(to: upstreamInfo, on: context.eventLoop)
                 .assumeIsolated()
                 .whenComplete { _ in self.cancelDelivered() }
         }
@@ -1443,13 +1422,20 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             connection: upstream.connection, operation: .init(kind: "pg.cancel", text: "cancel the running statement"),
             decision: .allow(rule: "cancel-key", reason: "the request carried the session's cancel key"))
         environment.auditLog.appendEventually(record)
-        ClientBootstrap(group: context.eventLoop)
+        _ = Self.sendCancel(to: upstream, on: context.eventLoop)
+    }
+
+    /// Sends a CancelRequest on a connection of its own. Succeeds once the server has closed that
+    /// connection (it has signalled the backend by then), or after five seconds at most.
+    static func sendCancel(to upstream: CancelRegistry.Upstream, on eventLoop: EventLoop) -> EventLoopFuture<Void> {
+        ClientBootstrap(group: eventLoop)
             .connectTimeout(.seconds(5))
             .connect(host: upstream.host, port: upstream.port)
-            .whenSuccess { channel in
+            .flatMap { channel in
                 var buffer = channel.allocator.buffer(capacity: 16)
                 PostgresEncoder.cancelRequest(processID: upstream.processID, secretKey: upstream.secretKey, into: &buffer)
-                channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+                channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+                return channel.writeAndFlush(buffer).flatMap { channel.closeFuture }
             }
     }
 

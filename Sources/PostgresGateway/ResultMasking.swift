@@ -289,10 +289,7 @@ struct ResultMaskPlan: Sendable {
 
     /// A DataRow body from its values.
     static func encode(_ values: [ByteBuffer?], allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 64)
-        PostgresEncoder.backend(.dataRow(values), into: &buffer)
-        buffer.moveReaderIndex(forwardBy: 5)
-        return buffer
+        PostgresFrame.backend(.dataRow(values), allocator: allocator).body
     }
 }
 

@@ -59,11 +59,7 @@ struct Refusal: Sendable {
             severity: "ERROR", sqlState: "42501", message: message,
             detail: decision.rule.map { "Refused by policy rule \($0)." },
             hint: "The attempt is recorded in the audit trail. Ask the gateway's administrators if you need this access.")
-        var buffer = allocator.buffer(capacity: 256)
-        PostgresEncoder.backend(.errorResponse(fields), into: &buffer)
-        let type = buffer.readInteger(as: UInt8.self) ?? UInt8(ascii: "E")
-        buffer.moveReaderIndex(forwardBy: 4)
-        return PostgresFrame(type: type, body: buffer)
+        return PostgresFrame.backend(.errorResponse(fields), allocator: allocator)
     }
 }
 
@@ -82,11 +78,7 @@ struct RowLimitCut {
             message: "gatehouse: the result was stopped at \(limit.maxRows) rows (rule \(limit.rule) limits a statement to \(limit.maxRows) rows)",
             detail: "Rule \(limit.rule) limits how many rows one statement may return.",
             hint: "Narrow the query (WHERE, LIMIT) or page through the data.")
-        var buffer = allocator.buffer(capacity: 256)
-        PostgresEncoder.backend(.errorResponse(fields), into: &buffer)
-        let type = buffer.readInteger(as: UInt8.self) ?? UInt8(ascii: "E")
-        buffer.moveReaderIndex(forwardBy: 4)
-        return PostgresFrame(type: type, body: buffer)
+        return PostgresFrame.backend(.errorResponse(fields), allocator: allocator)
     }
 }
 
@@ -95,4 +87,27 @@ struct RowLimitCut {
 /// event loop only.
 final class RowDescriptionBox: @unchecked Sendable {
     var fields: [FieldDescription]?
+}
+
+extension PostgresFrame {
+    /// A message the gateway writes itself, as a frame like the ones it relays.
+    static func backend(_ message: BackendMessage, allocator: ByteBufferAllocator) -> PostgresFrame {
+        var buffer = allocator.buffer(capacity: 64)
+        PostgresEncoder.backend(message, into: &buffer)
+        return frame(encoded: buffer)
+    }
+
+    static func frontend(_ message: FrontendMessage, allocator: ByteBufferAllocator) -> PostgresFrame {
+        var buffer = allocator.buffer(capacity: 64)
+        PostgresEncoder.frontend(message, into: &buffer)
+        return frame(encoded: buffer)
+    }
+
+    /// A whole encoded message (type byte, length, body) as a frame.
+    private static func frame(encoded: ByteBuffer) -> PostgresFrame {
+        var buffer = encoded
+        let type = buffer.readInteger(as: UInt8.self) ?? 0
+        buffer.moveReaderIndex(forwardBy: 4)
+        return PostgresFrame(type: type, body: buffer)
+    }
 }
