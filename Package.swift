@@ -93,10 +93,23 @@ let package = Package(
             // library does not name libpthread itself (needed wherever glibc is older than 2.34).
             linkerSettings: [.linkedLibrary("pthread")]
         ),
+        // The approval lifecycle: held operations, access grants, their store. No network.
+        .target(
+            name: "Reviews",
+            dependencies: [
+                "GatehouseCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift6
+        ),
         .target(
             name: "PostgresGateway",
             dependencies: [
                 "GatehouseCore",
+                "Reviews",
                 "PostgresWire",
                 "Identity",
                 "Audit",
@@ -117,6 +130,7 @@ let package = Package(
             name: "HTTPGateway",
             dependencies: [
                 "GatehouseCore",
+                "Reviews",
                 "Identity",
                 "Audit",
                 "Policy",
@@ -155,6 +169,7 @@ let package = Package(
                 "PostgresGateway",
                 "HTTPGateway",
                 "Masking",
+                "Reviews",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -205,6 +220,11 @@ let package = Package(
             swiftSettings: strictSwift6
         ),
         .testTarget(name: "SQLInspectionTests", dependencies: ["SQLInspection"], swiftSettings: strictSwift6),
+        .testTarget(
+            name: "ReviewsTests",
+            dependencies: ["Reviews", "GatehouseCore", .product(name: "Logging", package: "swift-log"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: strictSwift6
+        ),
         .testTarget(name: "MaskingTests", dependencies: ["Masking"], swiftSettings: strictSwift6),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "GatehouseCore", "SQLInspection", "Masking"], swiftSettings: strictSwift6),
         .testTarget(name: "GatehouseConfigTests", dependencies: ["GatehouseConfig"], swiftSettings: strictSwift6),

@@ -143,6 +143,11 @@ public enum ConfigLoader {
         let audit = buildAudit(top.section("audit"), statePath: statePath)
         let connections = buildConnections(top, reader: reader)
         let policy = buildPolicy(top.section("policy"), connections: connections, reader: reader, statePath: statePath)
+        let reviews = buildReviews(top.section("reviews"), reader: reader, statePath: statePath)
+        if reviews.approvers.isEmpty, let rule = policy.policy.rules.first(where: { $0.effect == .review && $0.approvers.isEmpty }) {
+            reader.report(line: top.section("reviews")?.line ?? top.lineOf("policy"),
+                          "review rule '\(rule.name)' has no approvers: set reviews.approvers (groups) or the rule's approvers")
+        }
         top.finish()
 
         return GatehouseConfig(
@@ -155,6 +160,7 @@ public enum ConfigLoader {
             postgres: postgres,
             http: http,
             connections: connections,
+            reviews: reviews,
             policy: policy.policy,
             maskKey: policy.maskKey,
             maskKeyPath: policy.maskKeyPath
@@ -225,6 +231,34 @@ public enum ConfigLoader {
         )
         section?.finish()
         return identity
+    }
+
+    private static func buildReviews(
+        _ section: ConfigSection?, reader: ConfigReader, statePath: (String?, String) -> String
+    ) -> GatehouseConfig.Reviews {
+        var webhook: GatehouseConfig.Reviews.Webhook?
+        if let hook = section?.section("webhook") {
+            if let text = hook.string("url", required: true) {
+                if SecretReference(reference: text) != nil, let secret = hook.secret("url") {
+                    webhook = .init(target: .secret(secret), includeOperation: true)
+                } else if let url = hook.url("url") {
+                    webhook = .init(target: .url(url), includeOperation: true)
+                }
+            }
+            if let include = hook.bool("include_operation") { webhook?.includeOperation = include }
+            hook.finish()
+        }
+        let publicURL = section?.url("public_url")?.absoluteString
+        let reviews = GatehouseConfig.Reviews(
+            approvers: section?.strings("approvers") ?? [],
+            timeoutSeconds: section?.int("timeout_seconds", in: 1...86_400) ?? 300,
+            path: statePath(section?.string("path"), "reviews.sqlite"),
+            publicURL: publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
+            webhook: webhook,
+            maxGrantMinutes: section?.int("max_grant_minutes", in: 1...10_080) ?? 480,
+            accessApprovals: section?.int("access_approvals", in: 1...5) ?? 1)
+        section?.finish()
+        return reviews
     }
 
     private static func buildAudit(_ section: ConfigSection?, statePath: (String?, String) -> String) -> GatehouseConfig.Audit {

@@ -16,6 +16,7 @@ public struct GatehouseConfig: Sendable {
     public var postgres: Postgres
     public var http: HTTP
     public var connections: [Connection]
+    public var reviews: Reviews
     /// Every rule of `policy` and of the connections' `requests`, validated.
     public var policy: Policy
     /// Key of the masks' keyed hash; nil: a random key kept at `maskKeyPath`, made on first use.
@@ -48,6 +49,33 @@ public struct GatehouseConfig: Sendable {
         public var maxRecordedRows: Int
         /// Client connections served at once; more are refused (SQLSTATE 53300) before login.
         public var maxConnections: Int
+    }
+
+    /// Just-in-time approval: who approves, how long a held operation waits, where reviews are
+    /// kept and announced.
+    public struct Reviews: Sendable {
+        /// Groups whose members may approve (a review rule may narrow it with `approvers`).
+        public var approvers: [String]
+        public var timeoutSeconds: Int
+        /// SQLite file of reviews and grants.
+        public var path: String
+        /// Base of the approve and deny links in notifications; the admin listener's URL if unset.
+        public var publicURL: String?
+        public var webhook: Webhook?
+        public var maxGrantMinutes: Int
+        public var accessApprovals: Int
+
+        public struct Webhook: Sendable {
+            public enum Target: Sendable {
+                case url(URL)
+                /// A webhook URL is itself a credential (Slack's are); it may live in a secret.
+                case secret(SecretReference)
+            }
+
+            public var target: Target
+            /// Put the held statement or request in the message (cut at 1000 bytes).
+            public var includeOperation: Bool
+        }
     }
 
     public struct Gateway: Sendable {

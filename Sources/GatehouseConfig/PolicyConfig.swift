@@ -103,6 +103,17 @@ extension ConfigLoader {
             section.finish()
         }
 
+        var approvals = 1
+        var approvers: [String] = []
+        if effect == .review {
+            approvals = entry.int("approvals", in: 1...5) ?? 1
+            approvers = entry.strings("approvers") ?? []
+        } else {
+            for key in ["approvals", "approvers"] where entry.has(key) {
+                reader.report(line: entry.lineOf(key), "\(path).\(key) belongs to a review rule, and this rule's effect is \(effect?.rawValue ?? "missing")")
+                _ = entry.node(key)
+            }
+        }
         var mask: MaskAction?
         var maxRows: Int?
         let maskKeys = ["columns", "json_paths", "detectors", "strategy", "keep", "keep_unmasked_for_audit"]
@@ -147,7 +158,7 @@ extension ConfigLoader {
         guard let name, let effect else { return nil }
         return PolicyRule(
             name: name, effect: effect, who: who, connections: connections, sql: sql, http: http, mask: mask,
-            maxRows: maxRows, message: message, origin: "\(reader.file):\(entry.line)")
+            maxRows: maxRows, approvals: approvals, approvers: approvers, message: message, origin: "\(reader.file):\(entry.line)")
     }
 
     /// Enum values written in snake case (`copy_to`, `update_or_delete_without_where`).

@@ -91,8 +91,14 @@ public struct Policy: Sendable {
             if !masks.isEmpty { decision.reason = (decision.reason ?? "") + "; masked by \(masks.map(\.name).joined(separator: ", "))" }
             if let limit { decision.reason = (decision.reason ?? "") + "; at most \(limit.rows) rows (\(limit.rule))" }
         }
+        // Every review rule that matched has its say: the most approvals any asks for, and each
+        // one's approver groups.
+        let reviewers = decisive.filter { $0.effect == .review }
+        let approval = decision.effect == .review
+            ? ApprovalRequirement(approvals: reviewers.map(\.approvals).max() ?? 1, approverGroups: reviewers.map(\.approvers).filter { !$0.isEmpty })
+            : nil
         return PolicyEvaluation(
-            decision: decision, checks: checks, fallback: fallback,
+            decision: decision, checks: checks, fallback: fallback, approval: approval,
             masks: decision.effect == .deny ? [] : masks.compactMap { rule in rule.mask.map { NamedMask(rule: rule.name, action: $0) } },
             rowLimit: decision.effect == .deny ? nil : limit.map { RowLimit(rule: $0.rule, maxRows: $0.rows) })
     }
@@ -208,9 +214,27 @@ public struct PolicyEvaluation: Sendable, Equatable {
     public var checks: [RuleCheck]
     /// How the decision was reached when no rule decided it.
     public var fallback: String?
+    /// For a review decision: who must approve, and how many.
+    public var approval: ApprovalRequirement?
     /// Mask rules in force for what the operation returns.
     public var masks: [NamedMask]
     public var rowLimit: RowLimit?
+}
+
+public struct ApprovalRequirement: Sendable, Equatable {
+    public var approvals: Int
+    /// For each rule that names groups: the approver must be in one of them.
+    public var approverGroups: [[String]]
+
+    public init(approvals: Int = 1, approverGroups: [[String]] = []) {
+        self.approvals = approvals
+        self.approverGroups = approverGroups
+    }
+
+    /// Several statements of one text held as one: the strictest of their requirements.
+    public func merged(with other: ApprovalRequirement) -> ApprovalRequirement {
+        ApprovalRequirement(approvals: max(approvals, other.approvals), approverGroups: approverGroups + other.approverGroups.filter { !approverGroups.contains($0) })
+    }
 }
 
 public struct RuleCheck: Sendable, Equatable {
@@ -254,5 +278,10 @@ public struct SQLPolicyEvaluation: Sendable, Equatable {
             ?? statements.first { $0.decision.effect == .review }?.decision
             ?? statements.first?.decision
             ?? .allow(rule: "policy:empty", reason: "the text holds no statement")
+    }
+
+    /// What approving the whole text takes, when it is held.
+    public var approval: ApprovalRequirement? {
+        statements.compactMap(\.approval).reduce(nil) { $0?.merged(with: $1) ?? $1 }
     }
 }

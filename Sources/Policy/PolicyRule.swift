@@ -33,6 +33,10 @@ public struct PolicyRule: Sendable, Equatable {
     public var mask: MaskAction?
     /// For `limit` rules.
     public var maxRows: Int?
+    /// For `review` rules: approvals needed (at least one), and the groups approvers must be in
+    /// (empty: the gateway's approver groups alone).
+    public var approvals: Int
+    public var approvers: [String]
     /// Shown to a refused client instead of the generated reason.
     public var message: String?
     /// Where the rule is written, for `gatehouse check` and explanations.
@@ -41,8 +45,10 @@ public struct PolicyRule: Sendable, Equatable {
     public init(
         name: String, effect: Effect, who: PrincipalMatch = PrincipalMatch(), connections: [String] = [],
         sql: SQLMatch? = nil, http: HTTPMatch? = nil, mask: MaskAction? = nil, maxRows: Int? = nil,
-        message: String? = nil, origin: String? = nil
+        approvals: Int = 1, approvers: [String] = [], message: String? = nil, origin: String? = nil
     ) {
+        self.approvals = approvals
+        self.approvers = approvers
         self.name = name
         self.effect = effect
         self.who = who
