@@ -47,6 +47,7 @@ struct AdminListener {
         router.get("/v1/whoami") { request, context in
             try await whoami(request, context: context)
         }
+        ReviewAPI(gateway: gateway, board: gateway.reviewBoard).register(on: router)
         let listen = gateway.config.admin.listen
         return Application(
             router: router,

@@ -1,5 +1,6 @@
 import Audit
 import Logging
+import Reviews
 import ServiceLifecycle
 
 /// Owns the audit log's lifetime inside the service group: on shutdown it drains every queued
@@ -18,5 +19,17 @@ struct AuditFlushService: Service {
             logger.error("audit trail could not be flushed", metadata: ["error": "\(error)"])
             throw error
         }
+    }
+}
+
+/// Closes what waits for approval when the gateway stops, after the listeners (so no new review
+/// opens) and before the audit trail (so the closing is recorded): a held operation must never run
+/// in a later life of the gateway.
+struct ReviewShutdownService: Service {
+    let board: ReviewBoard
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await board.abandonAll(reason: "the gateway stopped")
     }
 }

@@ -11,6 +11,7 @@ import Masking
 import NIOSSL
 import Policy
 import PostgresGateway
+import Reviews
 import ServiceLifecycle
 
 /// One running gateway: the stores, the identity checks and the listeners built from a
@@ -21,6 +22,9 @@ public final class Gateway: Sendable {
     public let auditLog: AuditLog
     public let auditStore: SQLiteAuditStore
     public let devIssuer: DevIssuer?
+    public let reviewBoard: ReviewBoard
+    /// Where approve and deny links point.
+    let reviewLinkBase: String
     let issuers: [IssuerKeys]
     let logger: Logger
 
@@ -43,6 +47,7 @@ public final class Gateway: Sendable {
         }
         let apiKeys = try APIKeyStore(path: config.identity.apiKeysPath)
         auditStore = try Self.openAuditStore(config)
+        let reviewStore = try ReviewStore(path: config.reviews.path)
         auditLog = AuditLog(
             store: auditStore,
             signer: try AuditSigner.loadOrCreate(path: config.audit.signingKeyPath, logger: logger),
@@ -70,6 +75,33 @@ public final class Gateway: Sendable {
         verifier = TokenVerifier(
             issuers: issuers, apiKeys: apiKeys, clockSkew: TimeInterval(config.identity.clockSkewSeconds),
             cacheSeconds: TimeInterval(config.identity.tokenCacheSeconds))
+
+        let auditLog = self.auditLog
+        let node = config.gateway.node
+        let linkBase = config.reviews.publicURL ?? "http://\(config.admin.listen)"
+        reviewLinkBase = linkBase
+        let client = httpClient
+        let webhook = config.reviews.webhook.map {
+            ReviewWebhook(webhook: $0, linkBase: linkBase, client: client, logger: logger)
+        }
+        reviewBoard = ReviewBoard(
+            store: reviewStore,
+            settings: ReviewSettings(
+                approverGroups: config.reviews.approvers, timeout: .seconds(config.reviews.timeoutSeconds),
+                maxGrantMinutes: config.reviews.maxGrantMinutes, accessApprovals: config.reviews.accessApprovals, node: node),
+            logger: logger,
+            record: { record in _ = try await auditLog.append(record) },
+            notify: { review in
+                guard let webhook else { return }
+                let (delivered, detail) = await webhook.deliver(review)
+                if !delivered { logger.warning("review notification failed", metadata: ["review": "\(review.id)", "detail": "\(detail)"]) }
+                // The trail says who was told, and whether the message got there.
+                auditLog.appendEventually(AuditRecord(
+                    node: node, session: review.session, principal: review.requester, client: ClientInfo(), connection: review.connection,
+                    operation: .init(kind: "review.notified", text: "review \(review.id): webhook"),
+                    decision: Decision(effect: .review, rule: review.rule, reason: detail),
+                    outcome: .init(status: delivered ? "delivered" : "failed")))
+            })
     }
 
     /// The development issuer lives on the admin listener, so its URL follows from the config.
@@ -117,8 +149,10 @@ public final class Gateway: Sendable {
             await onReady(BoundListeners(admin: ports["admin"] ?? 0, postgres: ports["postgres"], http: ports["http"]))
         }
         let admin = AdminListener(gateway: self).application { port in await bound.report("admin", port) }
+        await reviewBoard.closeLeftovers()
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AuditFlushService(log: auditLog, logger: logger)),
+            .init(service: ReviewShutdownService(board: reviewBoard)),
             .init(service: KeyRefreshService(issuers: issuers, interval: .seconds(config.identity.jwksRefreshSeconds), logger: logger)),
             .init(service: admin),
         ]
@@ -138,7 +172,7 @@ public final class Gateway: Sendable {
                 masker: masker,
                 auditSeal: AuditSeal(maskKey: maskKey))
             services.append(.init(service: PostgresListener(
-                settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
+                settings: settings, verifier: verifier, auditLog: auditLog, logger: logger, reviews: reviewBoard,
                 onBound: { port in await bound.report("postgres", port) })))
         }
         if let listen = config.http.listen {
@@ -154,7 +188,7 @@ public final class Gateway: Sendable {
                 policy: config.policy,
                 masker: masker)
             services.append(.init(service: HTTPGatewayListener(
-                settings: settings, verifier: verifier, auditLog: auditLog, logger: logger,
+                settings: settings, verifier: verifier, auditLog: auditLog, logger: logger, reviews: reviewBoard,
                 onBound: { port in await bound.report("http", port) })))
         }
         let group = ServiceGroup(configuration: .init(

@@ -5,6 +5,8 @@ import HummingbirdCore
 import HummingbirdTLS
 import Identity
 import Logging
+import NIOCore
+import Reviews
 import ServiceLifecycle
 
 /// The HTTP gateway's listener: a ServiceLifecycle service that serves `HTTPProxy` until graceful
@@ -16,18 +18,19 @@ public struct HTTPGatewayListener: Service {
     private let onBound: @Sendable (Int) async -> Void
 
     public init(
-        settings: HTTPGatewaySettings, verifier: TokenVerifier, auditLog: AuditLog, logger: Logger,
+        settings: HTTPGatewaySettings, verifier: TokenVerifier, auditLog: AuditLog, logger: Logger, reviews: ReviewBoard? = nil,
         onBound: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
         self.settings = settings
-        self.proxy = HTTPProxy(settings: settings, verifier: verifier, auditLog: auditLog, logger: logger)
+        self.proxy = HTTPProxy(settings: settings, verifier: verifier, auditLog: auditLog, logger: logger, reviews: reviews)
         self.logger = logger
         self.onBound = onBound
     }
 
     /// HTTP/1.1, over TLS when configured; idle connections are closed so they cannot pile up.
     static func server(_ settings: HTTPGatewaySettings) throws -> HTTPServerBuilder {
-        let http = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .nanoseconds(settings.idleTimeout.inNanoseconds)))
+        let http = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [HangupWatcher()], idleTimeout: .nanoseconds(settings.idleTimeout.inNanoseconds)))
         guard let tls = settings.tls else { return http }
         return try .tls(http, tlsConfiguration: tls)
     }
@@ -53,5 +56,37 @@ public struct HTTPGatewayListener: Service {
             throw error
         }
         await proxy.shutdown()
+    }
+}
+
+/// Tells a request waiting for approval that its client has gone: the connection closed, or the
+/// client shut its sending side (the server allows half-closed connections, so only this handler
+/// sees that while the request is held).
+final class HangupWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    // Reads pass through untouched (the default channelRead forwards them).
+    typealias InboundIn = NIOAny
+
+    private var promise: EventLoopPromise<Void>?
+
+    var hangup: EventLoopFuture<Void> {
+        promise!.futureResult
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        promise = context.eventLoop.makePromise()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        promise?.succeed(())
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise?.succeed(())
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed { promise?.succeed(()) }
+        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -75,6 +75,8 @@ public struct HTTPGatewaySettings: Sendable {
     public var node: String
     /// Request and response body bytes kept in the audit trail per exchange.
     public var maxRecordedBodyBytes: Int
+    /// A request held for approval is read whole before it waits; larger bodies are refused.
+    public var maxHeldBodyBytes = 1 << 20
     /// Largest audit payload (headers and body prefix together).
     public var maxPayloadBytes: Int
     public var targets: [HTTPTarget]

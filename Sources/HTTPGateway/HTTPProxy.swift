@@ -11,15 +11,19 @@ import Metrics
 import NIOCore
 import NIOHTTP1
 import Policy
+import Reviews
 
 /// Request context that remembers the peer address, so audit events say where a request came from.
 public struct HTTPGatewayContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
+    /// The client's connection, watched while a request waits for approval.
+    let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+        channel = source.channel
     }
 }
 
@@ -41,9 +45,11 @@ public final class HTTPProxy: Sendable {
     private let targetsByName: [String: HTTPTarget]
     private let targetsByHost: [String: HTTPTarget]
     private let clients: [String: HTTPClient]
+    private let reviews: ReviewBoard?
 
-    public init(settings: HTTPGatewaySettings, verifier: TokenVerifier, auditLog: AuditLog, logger: Logger) {
+    public init(settings: HTTPGatewaySettings, verifier: TokenVerifier, auditLog: AuditLog, logger: Logger, reviews: ReviewBoard? = nil) {
         self.settings = settings
+        self.reviews = reviews
         self.verifier = verifier
         self.auditLog = auditLog
         self.logger = logger
@@ -122,16 +128,27 @@ public final class HTTPProxy: Sendable {
         exchange.path = path.decoded
         let principal = exchange.principal!
 
-        let access = target.access.decide(for: principal)
+        var access = target.access.decide(for: principal)
+        if access.effect != .allow, let grant = reviews?.grants.grant(for: principal, connection: target.name) {
+            access = grant.decision
+        }
         guard access.effect == .allow else {
-            return try await refuse(&exchange, .forbidden, access.reason ?? "not allowed", decision: access, errorCode: "connection-denied")
+            let ask = reviews == nil || principal.agent != nil ? "" : "; ask for time-boxed access with `gatehouse access request \(target.name) --minutes N`"
+            return try await refuse(&exchange, .forbidden, (access.reason ?? "not allowed") + ask, decision: access, errorCode: "connection-denied")
         }
         let evaluation = settings.policy.evaluate(
             principal: principal, connection: target.name, operation: .http(method: request.method.rawValue, path: path.decoded))
         var decision = evaluation.decision
+        let body = RequestBodyRest(request.body.makeAsyncIterator())
+        var heldBody: BodyPrefix?
         if decision.effect == .review {
-            // Holding a request for approval is not built yet; until it is, what needs approval is refused.
-            decision = .deny(rule: decision.rule, reason: (decision.reason ?? "approval required") + "; approvals are not available on this gateway yet")
+            switch try await hold(request, &exchange, target: target, body: body, decision: decision, approval: evaluation.approval, context: context) {
+            case .approved(let approval, let whole):
+                decision = approval
+                heldBody = whole
+            case .refused(let response):
+                return response
+            }
         }
         guard decision.effect == .allow else {
             return try await refuse(&exchange, .forbidden, decision.reason ?? "not allowed", decision: decision, errorCode: "request-denied")
@@ -145,10 +162,14 @@ public final class HTTPProxy: Sendable {
         }
 
         // The request event, with the first body bytes, is committed before anything is forwarded.
-        let body = RequestBodyRest(request.body.makeAsyncIterator())
         var prefix = BodyPrefix(limit: settings.maxRecordedBodyBytes)
         do {
-            if Self.hasBody(request) {
+            if let heldBody {
+                // Read whole while it waited: forwarded exactly as approved.
+                prefix.buffers = heldBody.buffers
+                prefix.bytes = heldBody.bytes
+                prefix.complete = true
+            } else if Self.hasBody(request) {
                 // Only a body can keep the gateway waiting; a deadline costs two tasks, so bodiless
                 // requests (most of them) go without.
                 let limit = settings.maxRecordedBodyBytes
@@ -339,6 +360,90 @@ public final class HTTPProxy: Sendable {
     }
 
     // MARK: Recording
+
+    enum HoldOutcome {
+        /// Run it, recorded under this decision, with this body (read whole).
+        case approved(Decision, BodyPrefix)
+        case refused(Response)
+    }
+
+    /// Holds a request the policy wants a person to approve: its body is read whole (an approval
+    /// is for these exact bytes), a review is opened, and the client waits without a byte sent
+    /// until a decision, the review's timeout, or its own departure, which abandons the review.
+    private func hold(
+        _ request: Request, _ exchange: inout Exchange, target: HTTPTarget, body: RequestBodyRest, decision: Decision,
+        approval: ApprovalRequirement?, context: HTTPGatewayContext
+    ) async throws -> HoldOutcome {
+        guard let reviews else {
+            return .refused(try await refuse(&exchange, .forbidden, (decision.reason ?? "approval required") + "; approvals are not configured on this gateway",
+                                             decision: .deny(rule: decision.rule, reason: "approvals are not configured"), errorCode: "review-unavailable"))
+        }
+        var whole = BodyPrefix(limit: settings.maxHeldBodyBytes)
+        if Self.hasBody(request) {
+            do {
+                let limit = settings.maxHeldBodyBytes
+                whole = try await withDeadline(target.readTimeout, code: "http.body-timeout", what: "the request body") {
+                    try await Self.readPrefix(of: body, upTo: limit)
+                }
+            } catch {
+                return .refused(try await refuse(&exchange, .requestTimeout, "the request body did not arrive in time",
+                                                 decision: .deny(rule: "body", reason: "the request body did not arrive within \(target.readTimeout)"),
+                                                 errorCode: "body-timeout"))
+            }
+            guard whole.complete else {
+                return .refused(try await refuse(
+                    &exchange, .contentTooLarge, "a request held for approval may carry at most \(settings.maxHeldBodyBytes) bytes",
+                    decision: .deny(rule: decision.rule, reason: "needs approval, and its body is larger than \(settings.maxHeldBodyBytes) bytes"),
+                    errorCode: "review-body-too-large"))
+            }
+        } else {
+            whole.complete = true
+        }
+        var bytes: [UInt8] = []
+        for buffer in whole.buffers { bytes.append(contentsOf: buffer.readableBytesView) }
+        let principal = exchange.principal!
+        var shown = exchange.text
+        if !bytes.isEmpty {
+            shown += "\n\n" + (RecordedBody.text(Array(bytes.prefix(2048))) ?? "") + (bytes.count > 2048 ? " … (\(bytes.count) bytes)" : "")
+        }
+        let exact = request.method.rawValue + " " + (request.head.path ?? "/") + "\n" + (request.headers[.contentType] ?? "")
+        let reviewRequest = ReviewRequest(
+            session: exchange.session, connection: target.name, protocolName: "http", operation: shown, intent: exchange.intent,
+            digest: ReviewDigest.of(protocolName: "http", connection: target.name, principal: principal, operation: exact, body: bytes),
+            requester: principal, client: exchange.client, decision: decision,
+            approvals: approval?.approvals ?? 1, approverGroups: approval?.approverGroups ?? [])
+        HTTPMetrics.count("review")
+        let review: Review
+        do {
+            review = try await reviews.open(reviewRequest)
+        } catch {
+            let message = (error as? ReviewRefusal)?.message ?? "the review could not be opened"
+            return .refused(try await refuse(&exchange, .forbidden, "this request needs approval, and \(message)",
+                                             decision: .deny(rule: decision.rule, reason: "needs approval; \(message)"), errorCode: "review-unavailable"))
+        }
+        // The client leaving (connection closed, or its sending side shut) abandons the review.
+        let channel = context.channel
+        let hangup = channel.eventLoop.flatSubmit {
+            (try? channel.pipeline.syncOperations.handler(type: HangupWatcher.self).hangup) ?? channel.closeFuture
+        }
+        let id = review.id
+        hangup.whenComplete { _ in Task { await reviews.abandon(id, reason: "the client disconnected") } }
+        switch await reviews.wait(review.id) {
+        case .approved(let approved) where approved.digest == reviewRequest.digest:
+            let client = exchange.client
+            Task { await reviews.executed(approved.id, client: client) }
+            let names = approved.approvals.map(\.subject).joined(separator: ", ")
+            return .approved(.allow(rule: "review:\(approved.id)", reason: "approved by \(names) (\(decision.rule.map { "rule \($0)" } ?? "review"))"), whole)
+        case .approved(let other):
+            return .refused(try await refuse(&exchange, .forbidden, "the approval is for another request",
+                                             decision: .deny(rule: "review:\(other.id)", reason: "digest mismatch"), errorCode: "review-mismatch"))
+        case .refused(let closed):
+            let reason = "review \(closed.id) " + (closed.state == .expired ? "expired: " : closed.state == .abandoned ? "was abandoned: " : "was ")
+                + (closed.closeReason ?? closed.state.rawValue)
+            return .refused(try await refuse(&exchange, .forbidden, reason, decision: .deny(rule: "review:\(closed.id)", reason: reason),
+                                             errorCode: "review-\(closed.state.rawValue)"))
+        }
+    }
 
     private func refuse(
         _ exchange: inout Exchange, _ status: HTTPResponse.Status, _ detail: String, decision: Decision, errorCode: String,

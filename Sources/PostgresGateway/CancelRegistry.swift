@@ -41,5 +41,22 @@ final class CancelRegistry: Sendable {
 
     func remove(_ key: Key) {
         _ = entries.withLockedValue { $0.removeValue(forKey: key) }
+        release(key)
+    }
+
+    /// Sessions whose statement waits for approval: a cancel for them closes the review instead
+    /// of reaching a server that is running nothing.
+    private let heldReviews = NIOLockedValueBox<[Key: String]>([:])
+
+    func hold(_ key: Key, review: String) {
+        heldReviews.withLockedValue { $0[key] = review }
+    }
+
+    func release(_ key: Key) {
+        _ = heldReviews.withLockedValue { $0.removeValue(forKey: key) }
+    }
+
+    func heldReview(_ key: Key) -> String? {
+        heldReviews.withLockedValue { $0[key] }
     }
 }

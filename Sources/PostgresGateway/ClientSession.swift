@@ -10,6 +10,7 @@ import NIOPosix
 import NIOSSL
 import Policy
 import PostgresWire
+import Reviews
 
 /// One client connection: TLS negotiation, token authentication, the upstream login with the
 /// gateway's own credentials, then relaying in both directions while every statement is recorded
@@ -112,6 +113,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private var portals: [String: Portal] = [:]
+    /// The review the statement at the head of the queue waits for.
+    private var heldReview: String?
     /// Rows passed to the client per statement (all executions of a portal count together).
     private var rowsSent: [Int: Int] = [:]
     /// Rows passed to the client per SQL cursor: paging through a cursor with FETCH is one read.
@@ -306,7 +309,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         let database = startup["database"] ?? startup["user"] ?? ""
         let sessionID = self.sessionID
         let applicationIntent = self.applicationIntent
-        context.eventLoop.makeFutureWithTask { () -> Result<(Principal, UpstreamTarget, Decision), SessionRefusal> in
+        context.eventLoop.makeFutureWithTask { () -> Result<(Principal, UpstreamTarget, Decision, Date?), SessionRefusal> in
             let verified = await environment.verifier.verify(token, client: client)
             let refusal: SessionRefusal
             switch verified {
@@ -319,9 +322,16 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                                              principal: principal, decision: .deny(rule: "connection", reason: "unknown connection"), errorCode: "3D000")
                     break
                 }
-                let decision = target.access.decide(for: principal)
+                var decision = target.access.decide(for: principal)
+                var grantEnds: Date?
+                if decision.effect != .allow, let grant = environment.reviews?.grants.grant(for: principal, connection: target.name) {
+                    decision = grant.decision
+                    grantEnds = grant.expiresAt
+                }
                 guard decision.effect == .allow else {
-                    refusal = SessionRefusal(sqlState: "42501", message: "\(principal.subject) may not use connection \(target.name)",
+                    let ask = environment.reviews == nil || principal.agent != nil
+                        ? "" : "; ask for time-boxed access with `gatehouse access request \(target.name) --minutes N`"
+                    refusal = SessionRefusal(sqlState: "42501", message: "\(principal.subject) may not use connection \(target.name)\(ask)",
                                              principal: principal, decision: decision, errorCode: "42501")
                     break
                 }
@@ -332,7 +342,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 } catch {
                     return .failure(SessionRefusal.auditUnavailable)
                 }
-                return .success((principal, target, decision))
+                return .success((principal, target, decision, grantEnds))
             }
             // A refused attempt is recorded too; if even that cannot be written, the answer stays no.
             _ = try? await environment.auditLog.append(Self.connectRecord(
@@ -346,8 +356,15 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             case .failure(let refusal):
                 PostgresMetrics.deniedSessions.increment()
                 self.fatal(sqlState: refusal.sqlState, message: refusal.message)
-            case .success(let (principal, target, decision)):
+            case .success(let (principal, target, decision, grantEnds)):
                 PostgresMetrics.allowedSessions.increment()
+                if let grantEnds {
+                    // Access through a grant lasts as long as the grant, not as long as the session.
+                    let rule = decision.rule ?? "grant"
+                    context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(0, grantEnds.timeIntervalSinceNow) * 1000))) {
+                        self.fatal(sqlState: "42501", message: "access to connection \(target.name) through \(rule) has ended")
+                    }
+                }
                 self.principal = principal
                 self.target = target
                 self.accessDecision = decision
@@ -570,14 +587,19 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             }
             // Recorded here, not at Execute: binding already runs code on the server (type input
             // functions, domain checks, planning), so nothing bound may reach it unrecorded.
-            let portalName = bind.portalName
-            let formats = bind.resultFormats
             let controls = statement.controls
-            recordThenForward(frame, sql: sql, parameters: parameters, kind: "sql.execute", decision: controls.decision) { id in
-                self.portals[portalName] = Portal(formats: formats, controls: controls, statementID: id)
-                // An error for the Bind is this statement's outcome; each Execute is tracked on its own.
-                self.tracker.bindSent(.init(id: id, started: now, resultFormats: formats, controls: controls))
+            if let decision = controls.decision, decision.effect == .review {
+                // Held with its values: what is approved is this execution, not the statement.
+                return hold(
+                    decision, approval: controls.evaluation?.approval, text: sql, parameters: parameters,
+                    onRefused: { refusal in self.refuseBind(refusal, bind, sql: sql, parameters: parameters) },
+                    onApproved: { approval in
+                        var approved = controls
+                        approved.decision = approval
+                        self.forwardBind(frame, bind, sql: sql, parameters: parameters, controls: approved, now: .now)
+                    })
             }
+            forwardBind(frame, bind, sql: sql, parameters: parameters, controls: controls, now: now)
             return
         case UInt8(ascii: "E"):
             guard case .execute(let portalName, let maxRows) = try? FrontendMessage.parse(frame) else { return malformed() }
@@ -685,12 +707,148 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 if statement.kind == .cursor, statement.innerStatement == nil { controls[index].cursorName = statement.objectName }
             }
         }
+        if overall.effect == .review {
+            return hold(
+                overall, approval: SQLPolicyEvaluation(statements: evaluations).approval, text: sql, parameters: nil,
+                onRefused: { refusal in self.refuse(refusal, statements: texts.map { ($0, nil) }, kind: "sql.query", now: .now) },
+                onApproved: { approval in
+                    for index in controls.indices where controls[index].decision?.effect == .review { controls[index].decision = approval }
+                    self.forwardQuery(frame, texts: texts, controls: controls, now: .now)
+                })
+        }
         if let refusal = Refusal(overall) {
             return refuse(refusal, statements: texts.map { ($0, nil) }, kind: "sql.query", now: now)
         }
+        forwardQuery(frame, texts: texts, controls: controls, now: now)
+    }
+
+    private func forwardQuery(_ frame: PostgresFrame, texts: [String], controls: [StatementControls], now: ContinuousClock.Instant) {
         recordThenForward(frame, statements: texts.map { ($0, nil) }, kind: "sql.query", decisions: controls.compactMap { $0.decision }) { ids in
             self.tracker.querySent(zip(ids, controls).map { .init(id: $0, started: now, controls: $1) })
         }
+    }
+
+    private func forwardBind(
+        _ frame: PostgresFrame, _ bind: FrontendMessage.Bind, sql: String, parameters: [String?], controls: StatementControls,
+        now: ContinuousClock.Instant
+    ) {
+        let portalName = bind.portalName
+        let formats = bind.resultFormats
+        recordThenForward(frame, sql: sql, parameters: parameters, kind: "sql.execute", decision: controls.decision) { id in
+            self.portals[portalName] = Portal(formats: formats, controls: controls, statementID: id)
+            // An error for the Bind is this statement's outcome; each Execute is tracked on its own.
+            self.tracker.bindSent(.init(id: id, started: now, resultFormats: formats, controls: controls))
+        }
+    }
+
+    /// A Bind that must not run: sent with more parameters than formats, which the server rejects
+    /// before it looks at anything else, whatever statement it names. Its Executes are skipped by
+    /// the server up to the Sync, as after any failed Bind.
+    private func refuseBind(_ refusal: Refusal, _ bind: FrontendMessage.Bind, sql: String, parameters: [String?]) {
+        guard let upstream else { return }
+        PostgresMetrics.deniedStatements.increment()
+        let now = ContinuousClock.now
+        let standIn = FrontendMessage.Bind(
+            portalName: bind.portalName, statementName: bind.statementName, parameterFormats: [0, 0], parameters: [nil, nil, nil],
+            resultFormats: [])
+        let controls = StatementControls(decision: refusal.decision)
+        let portalName = bind.portalName
+        recordThenForward(
+            PostgresFrame.frontend(.bind(standIn), allocator: upstream.allocator), sql: sql, parameters: parameters, kind: "sql.execute",
+            decision: refusal.decision
+        ) { id in
+            self.refusals[id] = refusal
+            self.portals[portalName] = Portal(formats: [], controls: controls, statementID: id)
+            self.tracker.bindSent(.init(id: id, started: now, controls: controls))
+        }
+    }
+
+    // MARK: - Review
+
+    /// Holds a statement the policy wants a person to approve. The client is told at once (a
+    /// notice naming the review) and its later messages queue behind the held one, unread; the
+    /// statement then runs as approved, or is refused with the reviewer's reason, and the session
+    /// goes on either way. A held statement never outlives its session: closing abandons it.
+    private func hold(
+        _ decision: Decision, approval: ApprovalRequirement?, text: String, parameters: [String?]?,
+        onRefused: @escaping (Refusal) -> Void, onApproved: @escaping (Decision) -> Void
+    ) {
+        guard let context, let principal, let target else { return }
+        guard let board = environment.reviews else {
+            return onRefused(Refusal(decision: .deny(
+                rule: decision.rule, reason: (decision.reason ?? "approval required") + "; approvals are not configured on this gateway")))
+        }
+        PostgresMetrics.heldStatements.increment()
+        waitingForAudit = true
+        updateClientReading()
+        let request = ReviewRequest(
+            session: sessionID, connection: target.name, protocolName: "postgres",
+            operation: Self.describe(sql: text, parameters: parameters), intent: Self.intent(in: text) ?? applicationIntent,
+            digest: ReviewDigest.of(protocolName: "postgres", connection: target.name, principal: principal, operation: text, parameters: parameters),
+            requester: principal, client: client, decision: decision,
+            approvals: approval?.approvals ?? 1, approverGroups: approval?.approverGroups ?? [])
+        let resume = { (body: () -> Void) in
+            self.waitingForAudit = false
+            body()
+            if !self.waitingForAudit { self.drainPending() }
+        }
+        context.eventLoop.makeFutureWithTask { () -> Result<Review, ReviewRefusal> in
+            do {
+                return .success(try await board.open(request))
+            } catch {
+                return .failure(error as? ReviewRefusal ?? ReviewRefusal(.invalid, "the review could not be opened"))
+            }
+        }.assumeIsolated().whenSuccess { opened in
+            let review: Review
+            switch opened {
+            case .failure(let refusal):
+                guard case .relaying = self.state else { return }
+                return resume {
+                    onRefused(Refusal(decision: .deny(rule: decision.rule, reason: "this statement needs approval, and \(refusal.message)")))
+                }
+            case .success(let value):
+                review = value
+            }
+            guard case .relaying = self.state else {
+                Task { await board.abandon(review.id, reason: "the client disconnected") }
+                return
+            }
+            self.heldReview = review.id
+            if let key = self.cancelKey { self.environment.cancels.hold(key, review: review.id) }
+            self.writeToClient(Self.waitingNotice(review, decision: decision, timeout: board.settings.timeout))
+            self.context?.flush()
+            context.eventLoop.makeFutureWithTask { await board.wait(review.id) }.assumeIsolated().whenSuccess { outcome in
+                self.heldReview = nil
+                if let key = self.cancelKey { self.environment.cancels.release(key) }
+                // A closed session abandoned the review when it closed.
+                guard case .relaying = self.state else { return }
+                switch outcome {
+                case .approved(let approved) where approved.digest == request.digest:
+                    let names = approved.approvals.map(\.subject).joined(separator: ", ")
+                    resume {
+                        onApproved(.allow(rule: "review:\(approved.id)", reason: "approved by \(names) (\(decision.rule.map { "rule \($0)" } ?? "review"))"))
+                    }
+                    let client = self.client
+                    Task { await board.executed(approved.id, client: client) }
+                case .approved(let other):
+                    resume { onRefused(Refusal(decision: .deny(rule: "review:\(other.id)", reason: "the approval is for another operation"))) }
+                case .refused(let closed):
+                    resume { onRefused(Refusal(closed: closed)) }
+                }
+            }
+        }
+    }
+
+    static func waitingNotice(_ review: Review, decision: Decision, timeout: Duration) -> PostgresFrame {
+        let minutes = Int(timeout.components.seconds / 60)
+        let wait = minutes >= 1 && timeout.components.seconds % 60 == 0 ? "\(minutes) minute\(minutes == 1 ? "" : "s")" : "\(timeout.components.seconds) seconds"
+        let approvals = review.approvalsRequired > 1 ? " (\(review.approvalsRequired) approvals needed)" : ""
+        let fields = ErrorFields(
+            severity: "NOTICE", sqlState: "01000",
+            message: "waiting for approval: review \(review.id), approve with `gatehouse reviews approve \(review.id)`\(approvals)",
+            detail: (decision.reason ?? "rule \(decision.rule ?? "?") requires approval") + ".",
+            hint: "The statement runs once approved; it is refused if denied, or if nobody decides within \(wait).")
+        return PostgresFrame.backend(.noticeResponse(fields), allocator: ByteBufferAllocator())
     }
 
     /// A Parse: decided like the same text sent as a query, so a prepared statement can never run
@@ -699,7 +857,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private func relayParse(_ frame: PostgresFrame, _ parse: FrontendMessage.Parse, inspection: SQLInspection, now: ContinuousClock.Instant) {
         guard let upstream else { return }
         let decided = decide(inspection)
-        if let refusal = Refusal(decided.overall) {
+        // A statement that needs approval is held when it is bound, with its values.
+        if let refusal = Refusal(decided.overall, canHold: true) {
             PostgresMetrics.deniedStatements.increment()
             var standIn = parse
             standIn.query = Refusal.standInSQL
@@ -1397,6 +1556,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         let connectRecorded = target != nil
         state = .closed
         if let cancelKey { environment.cancels.remove(cancelKey) }
+        if let heldReview, let board = environment.reviews {
+            self.heldReview = nil
+            Task { await board.abandon(heldReview, reason: reason) }
+        }
         if let upstream {
             var buffer = upstream.allocator.buffer(capacity: 5)
             PostgresEncoder.terminate(into: &buffer)
@@ -1417,6 +1580,11 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// in the session it cancels.
     private func forwardCancel(_ key: CancelRegistry.Key) {
         guard let context, let upstream = environment.cancels.lookup(key) else { return }
+        if let review = environment.cancels.heldReview(key), let board = environment.reviews {
+            // Nothing runs upstream yet: the cancel closes the review, and the statement fails as cancelled.
+            Task { await board.abandon(review, reason: "the client cancelled the statement") }
+            return
+        }
         let record = AuditRecord(
             node: environment.settings.node, session: upstream.session, principal: upstream.principal, client: client,
             connection: upstream.connection, operation: .init(kind: "pg.cancel", text: "cancel the running statement"),

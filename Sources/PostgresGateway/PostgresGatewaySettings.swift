@@ -1,9 +1,10 @@
 import Audit
 import GatehouseCore
 import Identity
-import NIOSSL
 import Masking
+import NIOSSL
 import Policy
+import Reviews
 
 /// Everything the PostgreSQL gateway needs, built by the server from the configuration.
 public struct PostgresGatewaySettings: Sendable {
@@ -82,4 +83,6 @@ struct SessionEnvironment: Sendable {
     let cancels: CancelRegistry
     let statementBatchers: LoopAuditBatchers
     let catalogs: CatalogCache
+    /// Where statements that need approval wait; nil: such statements are refused.
+    let reviews: ReviewBoard?
 }

@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import PostgresWire
+import Reviews
 import ServiceLifecycle
 
 /// The PostgreSQL listener as a ServiceLifecycle service: accepts clients until graceful shutdown,
@@ -19,11 +20,12 @@ public final class PostgresListener: Service, Sendable {
         verifier: TokenVerifier,
         auditLog: AuditLog,
         logger: Logger,
+        reviews: ReviewBoard? = nil,
         onBound: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
         environment = SessionEnvironment(settings: settings, verifier: verifier, auditLog: auditLog, cancels: CancelRegistry(),
             statementBatchers: LoopAuditBatchers(log: auditLog),
-            catalogs: CatalogCache())
+            catalogs: CatalogCache(), reviews: reviews)
         self.logger = logger
         self.onBound = onBound
     }

@@ -2,6 +2,7 @@ import GatehouseCore
 import NIOCore
 import Policy
 import PostgresWire
+import Reviews
 import SQLInspection
 
 /// What the policy said about one statement, kept with it until its result is done: the decision
@@ -35,30 +36,59 @@ struct Refusal: Sendable {
     static let standInSQL = "gatehouse refused this statement"
 
     var decision: Decision
+    var sqlState = "42501"
+    var hint = "The attempt is recorded in the audit trail. Ask the gateway's administrators if you need this access."
 
-    /// Nil when the decision lets the statement run.
-    init?(_ decision: Decision) {
+    /// Nil when the decision lets the statement run, or when it waits for approval and the message
+    /// carrying it can be held (`canHold`).
+    init?(_ decision: Decision, canHold: Bool = false) {
         switch decision.effect {
         case .allow, .mask:
             return nil
         case .deny:
             self.decision = decision
         case .review:
-            // Holding a statement for approval comes with the approvals feature; until then, what
-            // needs approval is refused, and the client is told so.
+            if canHold { return nil }
+            // A fast-path call or a FETCH through a portal the gateway did not bind runs nothing
+            // the reviewer could read; what needs approval there is refused.
             self.decision = .deny(
                 rule: decision.rule,
-                reason: (decision.reason ?? "approval required") + "; approvals are not available on this gateway yet")
+                reason: (decision.reason ?? "approval required") + "; send it as a query or a prepared statement to have it reviewed")
         }
     }
 
-    var message: String { "gatehouse: " + (decision.reason ?? "refused by policy") }
+    init(decision: Decision, sqlState: String = "42501", hint: String? = nil) {
+        self.decision = decision
+        self.sqlState = sqlState
+        if let hint { self.hint = hint }
+    }
+
+    /// A held statement that will not run: denied, expired, cancelled or abandoned.
+    init(closed review: Review) {
+        let rule = "review:\(review.id)"
+        switch review.state {
+        case .abandoned:
+            // What a cancelled statement looks like to every PostgreSQL client.
+            self.init(decision: .deny(rule: rule, reason: "canceling statement due to user request"), sqlState: "57014",
+                      hint: "Review \(review.id) was closed: \(review.closeReason ?? "abandoned").")
+        case .expired:
+            self.init(decision: .deny(rule: rule, reason: "review \(review.id) expired: \(review.closeReason ?? "no decision in time")"),
+                      hint: "Nobody approved the statement in time; it did not run. Send it again to ask again.")
+        default:
+            self.init(decision: .deny(rule: rule, reason: "review \(review.id) was \(review.closeReason ?? "denied")"),
+                      hint: "The statement did not run.")
+        }
+    }
+
+    var message: String {
+        sqlState == "57014" ? (decision.reason ?? "canceling statement") : "gatehouse: " + (decision.reason ?? "refused by policy")
+    }
 
     func errorFrame(allocator: ByteBufferAllocator) -> PostgresFrame {
         let fields = ErrorFields(
-            severity: "ERROR", sqlState: "42501", message: message,
-            detail: decision.rule.map { "Refused by policy rule \($0)." },
-            hint: "The attempt is recorded in the audit trail. Ask the gateway's administrators if you need this access.")
+            severity: "ERROR", sqlState: sqlState, message: message,
+            detail: decision.rule.map { $0.hasPrefix("review:") ? "Decided through \($0)." : "Refused by policy rule \($0)." },
+            hint: hint)
         return PostgresFrame.backend(.errorResponse(fields), allocator: allocator)
     }
 }

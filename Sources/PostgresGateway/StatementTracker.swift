@@ -350,7 +350,7 @@ struct StatementTracker {
     var frontRefusalID: Int? {
         switch front {
         case .parse(let outcome?, _): outcome.statement.id
-        case .simpleQuery(let outcome), .queryPart(let outcome): outcome.statement.id
+        case .simpleQuery(let outcome), .queryPart(let outcome), .bind(let outcome): outcome.statement.id
         default: nil
         }
     }
