@@ -144,9 +144,16 @@ public enum ConfigLoader {
         let connections = buildConnections(top, reader: reader)
         let policy = buildPolicy(top.section("policy"), connections: connections, reader: reader, statePath: statePath)
         let reviews = buildReviews(top.section("reviews"), reader: reader, statePath: statePath)
-        if reviews.approvers.isEmpty, let rule = policy.policy.rules.first(where: { $0.effect == .review && $0.approvers.isEmpty }) {
-            reader.report(line: top.section("reviews")?.line ?? top.lineOf("policy"),
-                          "review rule '\(rule.name)' has no approvers: set reviews.approvers (groups) or the rule's approvers")
+        // A review nobody may decide is a refusal that takes five minutes: say so now.
+        if reviews.approvers.isEmpty {
+            if let rule = policy.policy.rules.first(where: { $0.effect == .review && $0.approvers.isEmpty }) {
+                reader.report(line: top.section("reviews")?.line ?? top.lineOf("policy"),
+                              "review rule '\(rule.name)' has no approvers: set reviews.approvers (groups) or the rule's approvers")
+            }
+            if policy.policy.unknownForAgents == .review || policy.policy.unknownForPeople == .review {
+                reader.report(line: top.section("reviews")?.line ?? top.lineOf("policy"),
+                              "unclassified statements go to review, and reviews.approvers names no group to decide them")
+            }
         }
         top.finish()
 

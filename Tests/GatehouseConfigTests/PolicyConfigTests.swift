@@ -32,6 +32,55 @@ struct PolicyConfigTests {
         configProblems(Self.connections + "\n" + yaml)
     }
 
+    @Test func reviewsAreConfiguredWithApproversAndAWebhookWhoseURLMayBeASecret() throws {
+        let config = try load("""
+            reviews:
+              approvers: [dba, security]
+              timeout_seconds: 120
+              public_url: https://gatehouse.example.com/
+              webhook:
+                url: env:SLACK_WEBHOOK_URL
+                include_operation: false
+              max_grant_minutes: 60
+              access_approvals: 2
+            policy:
+              rules:
+                - name: deletes
+                  effect: review
+                  sql: { kinds: [delete] }
+            """)
+        #expect(config.reviews.approvers == ["dba", "security"])
+        #expect(config.reviews.timeoutSeconds == 120)
+        #expect(config.reviews.publicURL == "https://gatehouse.example.com")
+        #expect(config.reviews.maxGrantMinutes == 60 && config.reviews.accessApprovals == 2)
+        guard case .secret(.environment("SLACK_WEBHOOK_URL"))? = config.reviews.webhook?.target else {
+            Issue.record("the webhook URL should be a secret reference")
+            return
+        }
+        #expect(config.reviews.webhook?.includeOperation == false)
+        #expect(config.reviews.path.hasSuffix("reviews.sqlite"))
+    }
+
+    @Test func aReviewNobodyMayApproveIsAProblem() {
+        let rule = """
+            policy:
+              rules:
+                - name: deletes
+                  effect: review
+                  sql: { kinds: [delete] }
+            """
+        #expect(problems(rule).contains { $0.contains("review rule 'deletes' has no approvers") })
+        #expect(problems("policy:\n  unknown: { agents: review }").contains { $0.contains("unclassified statements go to review") })
+        #expect(problems(rule + "\n      approvers: [dba]").isEmpty)
+        #expect(problems("""
+            policy:
+              rules:
+                - name: deletes
+                  effect: deny
+                  approvals: 2
+            """).contains { $0.contains("approvals belongs to a review rule") })
+    }
+
     @Test func everyKindOfRule() throws {
         let config = try load("""
             policy:
@@ -61,7 +110,11 @@ struct PolicyConfigTests {
                   max_rows: 500
                 - name: export-review
                   effect: review
+                  approvals: 2
+                  approvers: [security]
                   http: { methods: [get], paths: ["/export*"] }
+            reviews:
+              approvers: [dba]
             """)
         let policy = config.policy
         #expect(policy.unknownForAgents == .review)
@@ -76,6 +129,7 @@ struct PolicyConfigTests {
         #expect(policy.rules[3].maxRows == 500)
         #expect(policy.rules[3].who.callers == .agents)
         #expect(policy.rules[4].http?.methods == ["GET"])
+        #expect(policy.rules[4].approvals == 2 && policy.rules[4].approvers == ["security"])
         #expect(policy.rules[5].connections == ["api"], "a connection's request rules are policy rules scoped to it")
     }
 

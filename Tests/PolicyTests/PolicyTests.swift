@@ -182,6 +182,26 @@ struct PolicyTests {
         #expect(ColumnPattern("customers.email").matches(schema: nil, table: nil, column: "email"), "a bare reference could be any table's")
         #expect(!ColumnPattern("*.ssn").matches(schema: "public", table: "t", column: "ssn_hash_x"))
     }
+
+    @Test func aHeldTextNeedsWhatItsStrictestReviewRuleAsks() {
+        let policy = Policy(rules: [
+            PolicyRule(name: "deletes", effect: .review, sql: SQLMatch(kinds: [.delete])),
+            PolicyRule(name: "truncates", effect: .review, sql: SQLMatch(kinds: [.truncate]), approvals: 2, approvers: ["dba"]),
+            PolicyRule(name: "orders-by-security", effect: .review, sql: SQLMatch(relations: ["orders"]), approvers: ["security"]),
+        ])
+        let one = policy.evaluate(principal: Self.agent, connection: "demo", inspection: SQLInspector.inspect("DELETE FROM customers WHERE id = 1"))
+        #expect(one.decision.effect == .review && one.decision.rule == "deletes")
+        #expect(one.approval == ApprovalRequirement(approvals: 1, approverGroups: []))
+        let both = policy.evaluate(principal: Self.agent, connection: "demo",
+                                   inspection: SQLInspector.inspect("DELETE FROM orders WHERE id = 1; TRUNCATE audit_scratch"))
+        #expect(both.approval == ApprovalRequirement(approvals: 2, approverGroups: [["security"], ["dba"]]))
+        let allowed = policy.evaluate(principal: Self.agent, connection: "demo", inspection: SQLInspector.inspect("SELECT 1"))
+        #expect(allowed.approval == nil)
+        // A deny beats a review: nothing is held that would be refused anyway.
+        let denied = Policy(rules: policy.rules + [PolicyRule(name: "no-truncate", effect: .deny, sql: SQLMatch(kinds: [.truncate]))])
+            .evaluate(principal: Self.agent, connection: "demo", operation: .sql(SQLInspector.inspect("TRUNCATE t").statements[0]))
+        #expect(denied.decision.effect == .deny && denied.approval == nil)
+    }
 }
 
 @Suite("Path patterns")
