@@ -80,6 +80,12 @@ Gatehouse is running (Ctrl-C stops it, seals the audit trail and removes the dem
     curl -X DELETE -H "Authorization: Bearer \$PGPASSWORD" \$API/config/banner
     curl -H "Authorization: Bearer \$PGPASSWORD" \$API/export/customers
     curl -H "Authorization: Bearer \$($BIN dev token --config $CONFIG --subject alice --groups dev)" \$API/export/customers
+  A delete by the agent waits for a person's approval (psql shows the review id, then waits):
+    psql "host=127.0.0.1 port=$GATEHOUSE_PG_PORT dbname=demo user=alice sslmode=require" -c "DELETE FROM orders WHERE id = 1"
+  bob, an approver, decides from another terminal (alice cannot approve her own request):
+    export GATEHOUSE_TOKEN=\$($BIN dev token --config $CONFIG --subject bob --groups approvers)
+    $BIN reviews list --config $CONFIG
+    $BIN reviews approve --config $CONFIG REVIEW_ID      # or: reviews deny ... --reason "..."
   What happened, session by session:
     $BIN sessions list --config $CONFIG
     $BIN sessions replay --config $CONFIG SESSION_ID

@@ -47,6 +47,10 @@ struct ReviewAPI {
                 try await authenticated(request, context) { principal, client in
                     let id = context.parameters.get("id") ?? ""
                     let input = try await Self.decisionInput(request)
+                    // Who may not see a review learns nothing of it, not even that it exists.
+                    if let review = await board.review(id), !canSee(review, principal) {
+                        return try ProblemResponse.make(.notFound, "no review \(Self.printable(id))")
+                    }
                     do {
                         let review = action == "approve"
                             ? try await board.approve(id, by: principal, client: client, comment: input.comment, digest: input.digest)

@@ -430,8 +430,8 @@ public final class HTTPProxy: Sendable {
         hangup.whenComplete { _ in Task { await reviews.abandon(id, reason: "the client disconnected") } }
         switch await reviews.wait(review.id) {
         case .approved(let approved) where approved.digest == reviewRequest.digest:
-            let client = exchange.client
-            Task { await reviews.executed(approved.id, client: client) }
+            // Marked before anything else can close it (the client leaving right after its answer).
+            await reviews.executed(approved.id, client: exchange.client)
             let names = approved.approvals.map(\.subject).joined(separator: ", ")
             return .approved(.allow(rule: "review:\(approved.id)", reason: "approved by \(names) (\(decision.rule.map { "rule \($0)" } ?? "review"))"), whole)
         case .approved(let other):

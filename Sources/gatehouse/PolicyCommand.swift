@@ -120,6 +120,11 @@ struct PolicyCommand: AsyncParsableCommand {
             if let limit = evaluation.rowLimit {
                 lines.append("  row limit: \(limit.maxRows) rows per statement (rule \(limit.rule))")
             }
+            if let approval = evaluation.approval {
+                let groups = approval.approverGroups.map { "one of \($0.joined(separator: ", "))" }.joined(separator: "; and ")
+                lines.append("  held for approval: \(approval.approvals) approval\(approval.approvals == 1 ? "" : "s") from people in reviews.approvers"
+                             + (groups.isEmpty ? "" : ", also in \(groups)") + ", never the requester")
+            }
             return lines
         }
 

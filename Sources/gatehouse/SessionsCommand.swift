@@ -152,6 +152,12 @@ struct SessionsCommand: AsyncParsableCommand {
                         + (body.count > 300 || record.payloadTruncated == true ? " …" : "")
                 }
                 return line
+            case let kind where kind.hasPrefix("review."):
+                // Each step of an approval, with the person who took it.
+                let who = record.principal.map { ($0.agent.map { "agent \($0) for " } ?? "") + $0.subject } ?? "the gateway"
+                var line = "\(time) #\(event.seq) \(kind) by \(who): \(record.operation.text)"
+                if let reason = record.decision.reason { line += "\n           \(reason)" }
+                return line
             default:
                 var line = "\(time) #\(event.seq) \(record.operation.kind)\(decision): \(record.operation.text)"
                 if let intent = record.operation.intent { line += "\n           intent: \(intent)" }

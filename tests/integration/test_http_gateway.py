@@ -741,32 +741,3 @@ def test_malformed_json_cuts_the_response_and_is_recorded(masking_gw):
     assert "malformed JSON" in response["outcome"]["error"]
     assert response["decision"]["effect"] == "mask"
     assert_nothing_unmasked(response["payload"], "the recorded cut response")
-
-
-def test_review_rules_refuse_until_approvals_exist(gateway_factory, sample_api):
-    config = http_config(sample_api) + """
-policy:
-  rules:
-    - name: export-needs-approval
-      effect: review
-      connections: [config-api]
-      http:
-        methods: [GET]
-        paths: ["/export**"]
-"""
-    gw = gateway_factory(config, env={"SAMPLE_API_KEY": API_KEY})
-    person = {"Authorization": f"Bearer {token(gw, actor=None)}"}
-    r = requests.get(gw.http_url + "/c/config-api/export/customers", headers=person, timeout=30)
-    assert r.status_code == 403 and r.headers["Content-Type"] == "application/problem+json"
-    problem = r.json()
-    assert problem["rule"] == "export-needs-approval"
-    assert "approval" in problem["detail"]
-    assert "ada@example.com" not in r.text
-    # Other reads still pass; an agent meets the deny rule first (deny beats review).
-    assert requests.get(gw.http_url + "/c/config-api/config", headers=person, timeout=30).status_code == 200
-    agent = {"Authorization": f"Bearer {token(gw)}"}
-    r = requests.get(gw.http_url + "/c/config-api/export/customers", headers=agent, timeout=30)
-    assert r.status_code == 403 and r.json()["rule"] == "no-bulk-export-for-agents"
-    [refused, _, _] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "http.request"]
-    assert refused["decision"]["effect"] == "deny" and refused["decision"]["rule"] == "export-needs-approval"
-    assert refused["outcome"]["status"] == "403"
