@@ -49,6 +49,9 @@ struct ReviewAPI {
                     let input = try await Self.decisionInput(request)
                     // Who may not see a review learns nothing of it, not even that it exists.
                     if let review = await board.review(id), !canSee(review, principal) {
+                        if let agent = principal.agent {
+                            return try Self.problem(ReviewRefusal(.agent, "agents cannot decide reviews; a person must (the token names agent \(agent))"))
+                        }
                         return try ProblemResponse.make(.notFound, "no review \(Self.printable(id))")
                     }
                     do {

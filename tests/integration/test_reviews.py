@@ -196,6 +196,11 @@ def test_a_held_delete_runs_once_another_process_approves_it(gw, pg, items, webh
     assert approved.returncode == 0, approved.stderr
     out, err = finish(process)
     assert out.splitlines() == ["DELETE 1", "4"], err
+    # The session's replay shows each step where it happened, with who took it.
+    [connect] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.connect"]
+    replay = gw.cli("sessions", "replay", connect["session"], check=True).stdout
+    assert f"review.requested by agent claude-code for alice: review {review['id']} requested" in replay
+    assert f"review.approved by bob: review {review['id']} approved" in replay
     assert f"NOTICE:  waiting for approval: review {review['id']}, approve with `gatehouse reviews approve {review['id']}`" in err
     assert pg.psql(f"SELECT count(*) FROM {items}", user="gh_scram").strip() == "4"
 
