@@ -93,6 +93,11 @@ let package = Package(
             // library does not name libpthread itself (needed wherever glibc is older than 2.34).
             linkerSettings: [.linkedLibrary("pthread")]
         ),
+        // Runs command-line tools: no shell, own process group, bounded output and time.
+        .target(
+            name: "Commands",
+            swiftSettings: strictSwift6
+        ),
         // The approval lifecycle: held operations, access grants, their store. No network.
         .target(
             name: "Reviews",
@@ -131,6 +136,7 @@ let package = Package(
             dependencies: [
                 "GatehouseCore",
                 "Reviews",
+                "Commands",
                 "Identity",
                 "Audit",
                 "Policy",
@@ -223,6 +229,7 @@ let package = Package(
             swiftSettings: strictSwift6
         ),
         .testTarget(name: "SQLInspectionTests", dependencies: ["SQLInspection"], swiftSettings: strictSwift6),
+        .testTarget(name: "CommandsTests", dependencies: ["Commands"], swiftSettings: strictSwift6),
         .testTarget(
             name: "ReviewsTests",
             dependencies: ["Reviews", "GatehouseCore", .product(name: "Logging", package: "swift-log"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],

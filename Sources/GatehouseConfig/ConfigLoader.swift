@@ -144,6 +144,9 @@ public enum ConfigLoader {
         let connections = buildConnections(top, reader: reader)
         let policy = buildPolicy(top.section("policy"), connections: connections, reader: reader, statePath: statePath)
         let reviews = buildReviews(top.section("reviews"), reader: reader, statePath: statePath)
+        if http.listen == nil, let command = connections.first(where: { $0.kind == .command }) {
+            reader.report(line: command.line, "command connection \(command.name) is served on the HTTP listener (POST /c/\(command.name)/exec); set http.listen")
+        }
         // A review nobody may decide is a refusal that takes five minutes: say so now.
         if reviews.approvers.isEmpty {
             if let rule = policy.policy.rules.first(where: { $0.effect == .review && $0.approvers.isEmpty }) {
@@ -319,9 +322,19 @@ public enum ConfigLoader {
             let schemes: Set<String> = switch kind {
             case .postgres: ["postgres", "postgresql"]
             case .http: ["http", "https"]
+            case .command: []
             case nil: ["postgres", "postgresql", "http", "https"]
             }
-            let upstream = entry.url("upstream", required: true, schemes: schemes)
+            var command: GatehouseConfig.Connection.CommandOptions?
+            if kind == .command {
+                command = buildCommandOptions(entry, path: path, reader: reader)
+            } else if entry.has("command") {
+                reader.report(line: entry.lineOf("command"), "\(path).command is only for command connections")
+                _ = entry.node("command")
+            }
+            let upstream = kind == .command
+                ? command.map { URL(fileURLWithPath: $0.executable) }
+                : entry.url("upstream", required: true, schemes: schemes)
             if let upstream, upstream.password != nil {
                 reader.report(line: entry.lineOf("upstream"), "\(path).upstream must not contain a password; use 'password: env:NAME'")
             }
@@ -347,9 +360,15 @@ public enum ConfigLoader {
                 for key in ["username", "password"] where entry.has(key) {
                     reader.report(line: entry.lineOf(key), "\(path).\(key) is for postgres connections; an http connection injects 'credential'")
                 }
-            } else if kind == .postgres {
+            } else if kind == .postgres || kind == .command {
                 for key in ["credential", "hosts", "timeouts", "requests"] where entry.has(key) {
                     reader.report(line: entry.lineOf(key), "\(path).\(key) is only for http connections")
+                    _ = entry.node(key)
+                }
+            }
+            if kind == .command {
+                for key in ["upstream", "username", "password", "tls", "ca_file"] where entry.has(key) {
+                    reader.report(line: entry.lineOf(key), "\(path).\(key) is not for command connections; see 'command'")
                     _ = entry.node(key)
                 }
             }
@@ -371,10 +390,59 @@ public enum ConfigLoader {
             if let name, let kind, let upstream {
                 connections.append(.init(name: name, kind: kind, upstream: upstream, username: username,
                                          password: password, description: description, allow: allow,
-                                         upstreamTLS: upstreamTLS, caFile: caFile, http: http, line: entry.line))
+                                         upstreamTLS: upstreamTLS, caFile: caFile, http: http, command: command, line: entry.line))
             }
         }
         return connections
+    }
+
+    private static func buildCommandOptions(
+        _ entry: ConfigSection, path: String, reader: ConfigReader
+    ) -> GatehouseConfig.Connection.CommandOptions? {
+        guard let section = entry.section("command", required: true) else { return nil }
+        defer { section.finish() }
+        guard let executable = section.string("executable", required: true) else { return nil }
+        if !executable.hasPrefix("/") {
+            reader.report(line: section.lineOf("executable"), "\(path).command.executable must be an absolute path (the gateway does not search PATH)")
+        }
+        func secrets(_ key: String) -> [String: SecretReference] {
+            guard let map = section.section(key) else { return [:] }
+            defer { map.finish() }
+            var result: [String: SecretReference] = [:]
+            for name in map.order {
+                if !Self.isEnvironmentName(name) {
+                    reader.report(line: map.lineOf(name), "\(path).command.\(key).\(name) is not an environment variable name")
+                }
+                if let reference = map.secret(name, required: true) { result[name] = reference }
+            }
+            return result
+        }
+        let environment = section.stringMap("environment") ?? [:]
+        for name in environment.keys where !Self.isEnvironmentName(name) {
+            reader.report(line: section.lineOf("environment"), "\(path).command.environment.\(name) is not an environment variable name")
+        }
+        let options = GatehouseConfig.Connection.CommandOptions(
+            executable: executable,
+            arguments: section.strings("args") ?? [],
+            environment: environment,
+            secrets: secrets("secrets"),
+            secretFiles: secrets("secret_files"),
+            workingDirectory: section.string("working_directory").map(reader.resolvePath),
+            timeoutSeconds: section.int("timeout_seconds", in: 1...3600) ?? 30,
+            maxOutputBytes: section.int("max_output_bytes", in: 1024...(64 << 20)) ?? 1 << 20,
+            maxInputBytes: section.int("max_input_bytes", in: 0...(64 << 20)) ?? 1 << 20)
+        let overlap = Set(options.environment.keys).intersection(options.secrets.keys).union(Set(options.secrets.keys).intersection(options.secretFiles.keys))
+        for name in overlap.sorted() {
+            reader.report(line: section.line, "\(path).command sets \(name) twice")
+        }
+        return options
+    }
+
+    static func isEnvironmentName(_ name: String) -> Bool {
+        let scalars = Array(name.unicodeScalars)
+        func letter(_ c: Unicode.Scalar) -> Bool { ("a"..."z").contains(c) || ("A"..."Z").contains(c) || c == "_" }
+        guard let first = scalars.first, letter(first) else { return false }
+        return scalars.allSatisfy { letter($0) || ("0"..."9").contains($0) }
     }
 
     private static func buildHTTPOptions(_ entry: ConfigSection, path: String, reader: ConfigReader) -> GatehouseConfig.Connection.HTTPOptions {

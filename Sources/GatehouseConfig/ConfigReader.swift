@@ -82,7 +82,7 @@ final class ConfigSection {
     let path: String
     let node: Node
     private var entries: [String: (key: Node, value: Node)] = [:]
-    private var order: [String] = []
+    private(set) var order: [String] = []
     private var known: Set<String> = []
 
     /// Nil (with a problem reported) when `node` is not a mapping.

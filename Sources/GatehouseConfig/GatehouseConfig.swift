@@ -145,6 +145,8 @@ public struct GatehouseConfig: Sendable {
         public enum Kind: String, Sendable, CaseIterable {
             case postgres
             case http
+            /// A command-line tool run with credentials only the gateway holds.
+            case command
         }
 
         public struct Access: Sendable, Equatable {
@@ -179,6 +181,27 @@ public struct GatehouseConfig: Sendable {
         public var caFile: String?
         /// Settings only HTTP connections have.
         public var http: HTTPOptions?
+        /// Settings only command connections have.
+        public var command: CommandOptions?
+
+        /// A command connection: what runs, with which credentials, for how long. The caller adds
+        /// arguments after `arguments`; nothing goes through a shell.
+        public struct CommandOptions: Sendable {
+            /// Absolute path; no PATH search.
+            public var executable: String
+            public var arguments: [String]
+            /// Plain settings for the tool's environment (not secrets).
+            public var environment: [String: String]
+            /// Environment variables set to a secret's value.
+            public var secrets: [String: SecretReference]
+            /// Environment variables set to the path of a private temporary file holding a secret.
+            public var secretFiles: [String: SecretReference]
+            public var workingDirectory: String?
+            public var timeoutSeconds: Int
+            /// stdout and stderr together; beyond it the run is stopped.
+            public var maxOutputBytes: Int
+            public var maxInputBytes: Int
+        }
 
         /// The credential an HTTP connection adds to every forwarded request.
         public enum Credential: Sendable {

@@ -114,6 +114,15 @@ extension ConfigLoader {
                 _ = entry.node(key)
             }
         }
+        var command: CommandMatch?
+        if let section = entry.section("command") {
+            let patterns = section.strings("args") ?? []
+            if patterns.isEmpty {
+                reader.report(line: section.line, "\(path).command needs args: argument patterns such as \"get *\"")
+            }
+            command = CommandMatch(arguments: patterns)
+            section.finish()
+        }
         var mask: MaskAction?
         var maxRows: Int?
         let maskKeys = ["columns", "json_paths", "detectors", "strategy", "keep", "keep_unmasked_for_audit"]
@@ -157,7 +166,7 @@ extension ConfigLoader {
         }
         guard let name, let effect else { return nil }
         return PolicyRule(
-            name: name, effect: effect, who: who, connections: connections, sql: sql, http: http, mask: mask,
+            name: name, effect: effect, who: who, connections: connections, sql: sql, http: http, command: command, mask: mask,
             maxRows: maxRows, approvals: approvals, approvers: approvers, message: message, origin: "\(reader.file):\(entry.line)")
     }
 
@@ -188,8 +197,9 @@ extension ConfigLoader {
         let kinds = Set(scope.compactMap { connections[$0] })
         let needsSQL = rule.sql != nil || !(rule.mask?.columns.isEmpty ?? true)
         let needsHTTP = rule.http != nil || !(rule.mask?.jsonPaths.isEmpty ?? true)
-        if needsSQL && needsHTTP && rule.mask == nil {
-            problems.append("it names both SQL and HTTP operations, and an operation is one or the other")
+        let namedKinds = [needsSQL, needsHTTP, rule.command != nil].filter { $0 }.count
+        if namedKinds > 1 && rule.mask == nil {
+            problems.append("it names operations of more than one kind (SQL, HTTP, command), and an operation is one of them")
         }
         if unknown.count < rule.connections.count || rule.connections.isEmpty {
             if rule.sql != nil && !kinds.contains(.postgres) {
@@ -197,6 +207,9 @@ extension ConfigLoader {
             }
             if rule.http != nil && !kinds.contains(.http) {
                 problems.append("it is about HTTP requests and none of its connections is an http connection")
+            }
+            if rule.command != nil && !kinds.contains(.command) {
+                problems.append("it is about commands and none of its connections is a command connection")
             }
         }
         if let sql = rule.sql {

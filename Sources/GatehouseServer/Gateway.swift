@@ -176,7 +176,7 @@ public final class Gateway: Sendable {
                 onBound: { port in await bound.report("postgres", port) })))
         }
         if let listen = config.http.listen {
-            let settings = HTTPGatewaySettings(
+            var settings = HTTPGatewaySettings(
                 host: listen.host,
                 port: listen.port,
                 idleTimeout: .seconds(config.http.idleTimeoutSeconds),
@@ -187,6 +187,7 @@ public final class Gateway: Sendable {
                 targets: try Self.httpTargets(config),
                 policy: config.policy,
                 masker: masker)
+            settings.commands = Self.commandTargets(config)
             services.append(.init(service: HTTPGatewayListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger, reviews: reviewBoard,
                 onBound: { port in await bound.report("http", port) })))
@@ -297,6 +298,22 @@ extension Gateway {
                 connectTimeout: .seconds(options?.connectTimeoutSeconds ?? 5),
                 readTimeout: .seconds(options?.readTimeoutSeconds ?? 60),
                 totalTimeout: .seconds(options?.totalTimeoutSeconds ?? 300))
+        }
+    }
+
+    static func commandTargets(_ config: GatehouseConfig) -> [CommandTarget] {
+        config.connections.compactMap { connection in
+            guard connection.kind == .command, let options = connection.command else { return nil }
+            return CommandTarget(
+                name: connection.name,
+                access: ConnectionAccess(
+                    connection: connection.name, groups: connection.allow.groups,
+                    subjects: connection.allow.subjects, agents: connection.allow.agents),
+                executable: options.executable, arguments: options.arguments, environment: options.environment,
+                secrets: options.secrets.mapValues { reference in { try reference.resolve() } },
+                secretFiles: options.secretFiles.mapValues { reference in { try reference.resolve() } },
+                workingDirectory: options.workingDirectory, timeout: .seconds(options.timeoutSeconds),
+                maxOutputBytes: options.maxOutputBytes, maxInputBytes: options.maxInputBytes)
         }
     }
 

@@ -80,6 +80,8 @@ public struct HTTPGatewaySettings: Sendable {
     /// Largest audit payload (headers and body prefix together).
     public var maxPayloadBytes: Int
     public var targets: [HTTPTarget]
+    /// Command connections, reached at `POST /c/NAME/exec`.
+    public var commands: [CommandTarget] = []
     /// The gateway's one policy; HTTP requests are decided by its rules.
     public var policy: Policy
     /// Applies the policy's mask rules (keyed hashes use the gateway's mask key).

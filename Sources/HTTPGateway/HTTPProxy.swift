@@ -38,14 +38,15 @@ public final class HTTPProxy: Sendable {
     static let intentHeader = HTTPField.Name("Gatehouse-Intent")!
     static let sessionHeader = HTTPField.Name("Gatehouse-Session")!
 
-    private let settings: HTTPGatewaySettings
+    let settings: HTTPGatewaySettings
     private let verifier: TokenVerifier
-    private let auditLog: AuditLog
+    let auditLog: AuditLog
     private let logger: Logger
     private let targetsByName: [String: HTTPTarget]
     private let targetsByHost: [String: HTTPTarget]
     private let clients: [String: HTTPClient]
-    private let reviews: ReviewBoard?
+    private let commandsByName: [String: CommandTarget]
+    let reviews: ReviewBoard?
 
     public init(settings: HTTPGatewaySettings, verifier: TokenVerifier, auditLog: AuditLog, logger: Logger, reviews: ReviewBoard? = nil) {
         self.settings = settings
@@ -70,6 +71,7 @@ public final class HTTPProxy: Sendable {
             clients[target.name] = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         }
         self.targetsByName = byName
+        self.commandsByName = Dictionary(settings.commands.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.targetsByHost = byHost
         self.clients = clients
     }
@@ -104,6 +106,9 @@ public final class HTTPProxy: Sendable {
             exchange.principal = principal
         }
 
+        if let (command, rest) = commandRoute(request) {
+            return try await runCommand(request, &exchange, target: command, rest: rest, context: context)
+        }
         guard let (target, rawPath) = route(request) else {
             return try await refuse(&exchange, .notFound, "no such connection",
                                     decision: .deny(rule: "route", reason: "no connection for \(exchange.text)"),
@@ -314,6 +319,14 @@ public final class HTTPProxy: Sendable {
 
     /// The connection and the rest of the raw path: a configured Host name takes the whole path,
     /// otherwise `/c/NAME/rest`.
+    private func commandRoute(_ request: Request) -> (CommandTarget, Substring)? {
+        let rawPath = Self.rawPath(request.head.path ?? "/")
+        guard rawPath.hasPrefix("/c/") else { return nil }
+        let name = rawPath.dropFirst(3).prefix { $0 != "/" }
+        guard let target = commandsByName[String(name)] else { return nil }
+        return (target, rawPath.dropFirst(3 + name.count))
+    }
+
     private func route(_ request: Request) -> (HTTPTarget, Substring)? {
         let rawPath = Self.rawPath(request.head.path ?? "/")
         if let authority = request.head.authority {
@@ -374,10 +387,6 @@ public final class HTTPProxy: Sendable {
         _ request: Request, _ exchange: inout Exchange, target: HTTPTarget, body: RequestBodyRest, decision: Decision,
         approval: ApprovalRequirement?, context: HTTPGatewayContext
     ) async throws -> HoldOutcome {
-        guard let reviews else {
-            return .refused(try await refuse(&exchange, .forbidden, (decision.reason ?? "approval required") + "; approvals are not configured on this gateway",
-                                             decision: .deny(rule: decision.rule, reason: "approvals are not configured"), errorCode: "review-unavailable"))
-        }
         var whole = BodyPrefix(limit: settings.maxHeldBodyBytes)
         if Self.hasBody(request) {
             do {
@@ -404,7 +413,7 @@ public final class HTTPProxy: Sendable {
         let principal = exchange.principal!
         var shown = exchange.text
         if !bytes.isEmpty {
-            shown += "\n\n" + (RecordedBody.text(Array(bytes.prefix(2048))) ?? "") + (bytes.count > 2048 ? " … (\(bytes.count) bytes)" : "")
+            shown += "\n\n" + RecordedBody.text(Array(bytes.prefix(2048))) + (bytes.count > 2048 ? " … (\(bytes.count) bytes)" : "")
         }
         let exact = request.method.rawValue + " " + (request.head.path ?? "/") + "\n" + (request.headers[.contentType] ?? "")
         let reviewRequest = ReviewRequest(
@@ -412,13 +421,32 @@ public final class HTTPProxy: Sendable {
             digest: ReviewDigest.of(protocolName: "http", connection: target.name, principal: principal, operation: exact, body: bytes),
             requester: principal, client: exchange.client, decision: decision,
             approvals: approval?.approvals ?? 1, approverGroups: approval?.approverGroups ?? [])
+        switch try await waitForReview(reviewRequest, decision: decision, &exchange, context: context) {
+        case .approved(let approval): return .approved(approval, whole)
+        case .refused(let response): return .refused(response)
+        }
+    }
+
+    enum ReviewWait {
+        case approved(Decision)
+        case refused(Response)
+    }
+
+    /// Opens the review and waits for its end while watching the client: leaving abandons it.
+    func waitForReview(
+        _ reviewRequest: ReviewRequest, decision: Decision, _ exchange: inout Exchange, context: HTTPGatewayContext
+    ) async throws -> ReviewWait {
+        guard let reviews else {
+            return .refused(try await refuse(&exchange, .forbidden, (decision.reason ?? "approval required") + "; approvals are not configured on this gateway",
+                                             decision: .deny(rule: decision.rule, reason: "approvals are not configured"), errorCode: "review-unavailable"))
+        }
         HTTPMetrics.count("review")
         let review: Review
         do {
             review = try await reviews.open(reviewRequest)
         } catch {
             let message = (error as? ReviewRefusal)?.message ?? "the review could not be opened"
-            return .refused(try await refuse(&exchange, .forbidden, "this request needs approval, and \(message)",
+            return .refused(try await refuse(&exchange, .forbidden, "this operation needs approval, and \(message)",
                                              decision: .deny(rule: decision.rule, reason: "needs approval; \(message)"), errorCode: "review-unavailable"))
         }
         // The client leaving (connection closed, or its sending side shut) abandons the review.
@@ -433,9 +461,9 @@ public final class HTTPProxy: Sendable {
             // Marked before anything else can close it (the client leaving right after its answer).
             await reviews.executed(approved.id, client: exchange.client)
             let names = approved.approvals.map(\.subject).joined(separator: ", ")
-            return .approved(.allow(rule: "review:\(approved.id)", reason: "approved by \(names) (\(decision.rule.map { "rule \($0)" } ?? "review"))"), whole)
+            return .approved(.allow(rule: "review:\(approved.id)", reason: "approved by \(names) (\(decision.rule.map { "rule \($0)" } ?? "review"))"))
         case .approved(let other):
-            return .refused(try await refuse(&exchange, .forbidden, "the approval is for another request",
+            return .refused(try await refuse(&exchange, .forbidden, "the approval is for another operation",
                                              decision: .deny(rule: "review:\(other.id)", reason: "digest mismatch"), errorCode: "review-mismatch"))
         case .refused(let closed):
             let reason = "review \(closed.id) " + (closed.state == .expired ? "expired: " : closed.state == .abandoned ? "was abandoned: " : "was ")
@@ -445,13 +473,13 @@ public final class HTTPProxy: Sendable {
         }
     }
 
-    private func refuse(
+    func refuse(
         _ exchange: inout Exchange, _ status: HTTPResponse.Status, _ detail: String, decision: Decision, errorCode: String,
         challenge: String? = nil
     ) async throws -> Response {
         HTTPMetrics.count("deny")
         let record = exchange.record(
-            kind: "http.request", decision: decision, outcome: .init(status: String(status.code), errorCode: errorCode),
+            kind: exchange.requestKind, decision: decision, outcome: .init(status: String(status.code), errorCode: errorCode),
             payload: Self.payload(headers: exchange.recordedRequestHeaders(nil), body: nil, truncated: false, maxBytes: settings.maxPayloadBytes))
         do {
             _ = try await auditLog.append(record)
@@ -623,7 +651,10 @@ struct Exchange: Sendable {
     let node: String
     let method: String
     let target: String
-    let intent: String?
+    var intent: String?
+    /// What the operation is, when it is not `METHOD path` (a command line), and its event kind.
+    var overrideText: String?
+    var requestKind = "http.request"
     var client: ClientInfo
     var session: String
     var principal: Principal?
@@ -649,6 +680,7 @@ struct Exchange: Sendable {
 
     /// `METHOD /path?query`: the decided path once known, the raw target before.
     var text: String {
+        if let overrideText { return overrideText }
         guard let path else {
             let raw = HTTPProxy.rawPath(target)
             return "\(method) \(raw)" + (query.map { "?" + QueryShaping.redacted($0, names: redactedQueryNames) } ?? "")

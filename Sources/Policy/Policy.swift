@@ -36,9 +36,12 @@ public struct Policy: Sendable {
         case sql(SQLStatement, failure: SQLInspectionFailure? = nil)
         /// An HTTP request: upper-case method, canonical decoded path.
         case http(method: String, path: String)
+        /// A run of a command connection, with the caller's arguments.
+        case command(arguments: [String])
 
         var describe: String {
             switch self {
+            case .command(let arguments): "command '\(arguments.joined(separator: " ").prefix(200))'"
             case .sql(let statement, _): statement.isUnknown ? "an unclassified statement" : "a \(statement.kind.policyName) statement"
             case .http(let method, let path): "\(method) \(path)"
             }
@@ -171,10 +174,17 @@ public struct Policy: Sendable {
                     ? nil : "the statement could not be classified, and only rules naming kind 'unknown' match such statements"
             }
             if rule.sql == nil && rule.http != nil { return "it is about HTTP requests" }
+            if rule.sql == nil && rule.command != nil { return "it is about commands" }
             return rule.sql?.mismatch(statement)
         case .http(let method, let path):
             if rule.http == nil && rule.sql != nil { return "it is about SQL statements" }
+            if rule.http == nil && rule.command != nil { return "it is about commands" }
             return rule.http?.mismatch(method: method, path: path)
+        case .command(let arguments):
+            if rule.effect == .mask { return nil }
+            if rule.command == nil && rule.sql != nil { return "it is about SQL statements" }
+            if rule.command == nil && rule.http != nil { return "it is about HTTP requests" }
+            return rule.command?.mismatch(arguments)
         }
     }
 
@@ -183,6 +193,7 @@ public struct Policy: Sendable {
         switch operation {
         case .sql: rule.sql != nil || rule.namesNoOperation
         case .http: rule.http != nil || rule.namesNoOperation
+        case .command: rule.command != nil || rule.namesNoOperation
         }
     }
 

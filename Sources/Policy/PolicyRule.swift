@@ -29,6 +29,8 @@ public struct PolicyRule: Sendable, Equatable {
     public var sql: SQLMatch?
     /// Only HTTP requests that match this; nil means the rule does not look at HTTP.
     public var http: HTTPMatch?
+    /// Only command runs whose arguments match this; nil means the rule does not look at commands.
+    public var command: CommandMatch?
     /// For `mask` rules.
     public var mask: MaskAction?
     /// For `limit` rules.
@@ -44,7 +46,7 @@ public struct PolicyRule: Sendable, Equatable {
 
     public init(
         name: String, effect: Effect, who: PrincipalMatch = PrincipalMatch(), connections: [String] = [],
-        sql: SQLMatch? = nil, http: HTTPMatch? = nil, mask: MaskAction? = nil, maxRows: Int? = nil,
+        sql: SQLMatch? = nil, http: HTTPMatch? = nil, command: CommandMatch? = nil, mask: MaskAction? = nil, maxRows: Int? = nil,
         approvals: Int = 1, approvers: [String] = [], message: String? = nil, origin: String? = nil
     ) {
         self.approvals = approvals
@@ -55,6 +57,7 @@ public struct PolicyRule: Sendable, Equatable {
         self.connections = Set(connections)
         self.sql = sql
         self.http = http
+        self.command = command
         self.mask = mask
         self.maxRows = maxRows
         self.message = message
@@ -62,7 +65,7 @@ public struct PolicyRule: Sendable, Equatable {
     }
 
     /// A rule that names no operation applies to every operation of every protocol.
-    var namesNoOperation: Bool { sql == nil && http == nil }
+    var namesNoOperation: Bool { sql == nil && http == nil && command == nil }
 }
 
 /// Who a rule is about. Empty lists mean everyone; otherwise a principal matching any list is in.
@@ -169,6 +172,77 @@ public struct HTTPMatch: Sendable, Equatable {
             return "\(path) matches none of \(paths.map(\.text).joined(separator: ", "))"
         }
         return nil
+    }
+}
+
+/// Which runs of a command connection a rule is about, by the caller's arguments (the
+/// connection's fixed leading arguments are not part of them). A pattern is words separated by
+/// spaces: each word matches exactly one argument (`*` in a word matches any characters of it, `?`
+/// one), and a word that is only `*` matches any number of arguments, none included. So `get *`
+/// matches `get`, `get pods` and `get pods -A`; `* delete *` matches a delete anywhere.
+public struct CommandMatch: Sendable, Equatable {
+    public var patterns: [ArgumentPattern]
+
+    public init(arguments: [String]) {
+        patterns = arguments.map(ArgumentPattern.init)
+    }
+
+    public func mismatch(_ arguments: [String]) -> String? {
+        patterns.contains { $0.matches(arguments) }
+            ? nil : "the arguments match none of \(patterns.map { "'\($0.text)'" }.joined(separator: ", "))"
+    }
+}
+
+public struct ArgumentPattern: Sendable, Equatable {
+    public var text: String
+    private var words: [String]
+
+    public init(_ text: String) {
+        self.text = text
+        words = text.split(whereSeparator: \.isWhitespace).map(String.init)
+    }
+
+    public func matches(_ arguments: [String]) -> Bool {
+        Self.match(words[...], arguments[...])
+    }
+
+    private static func match(_ words: ArraySlice<String>, _ arguments: ArraySlice<String>) -> Bool {
+        guard let word = words.first else { return arguments.isEmpty }
+        if word == "*" {
+            // Any number of arguments: try each split (patterns and argument lists are short).
+            var rest = arguments
+            while true {
+                if match(words.dropFirst(), rest) { return true }
+                guard !rest.isEmpty else { return false }
+                rest = rest.dropFirst()
+            }
+        }
+        guard let argument = arguments.first, glob(Array(word.unicodeScalars)[...], Array(argument.unicodeScalars)[...]) else { return false }
+        return match(words.dropFirst(), arguments.dropFirst())
+    }
+
+    /// `*` any run of characters, `?` one character, anything else itself.
+    static func glob(_ pattern: ArraySlice<Unicode.Scalar>, _ text: ArraySlice<Unicode.Scalar>) -> Bool {
+        var p = pattern.startIndex, t = text.startIndex
+        var star: Int?, resume = text.startIndex
+        while t < text.endIndex {
+            if p < pattern.endIndex, pattern[p] == "?" || pattern[p] == text[t] {
+                p += 1
+                t += 1
+            } else if p < pattern.endIndex, pattern[p] == "*" {
+                star = p
+                resume = t
+                p += 1
+            } else if let star {
+                p = star + 1
+                resume += 1
+                t = resume
+            } else {
+                return false
+            }
+        }
+        while p < pattern.endIndex, pattern[p] == "*" { p += 1 }
+        return p == pattern.endIndex
     }
 }
 

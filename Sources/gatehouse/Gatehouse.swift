@@ -9,7 +9,7 @@ struct Gatehouse: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatehouse",
         abstract: "An identity-aware gateway for AI coding agents.",
-        subcommands: [Serve.self, Check.self, PolicyCommand.self, AuditCommand.self, SessionsCommand.self, ReviewsCommand.self, AccessCommand.self, KeysCommand.self, DevCommand.self]
+        subcommands: [Serve.self, Check.self, PolicyCommand.self, AuditCommand.self, SessionsCommand.self, ReviewsCommand.self, AccessCommand.self, ExecCommand.self, KeysCommand.self, DevCommand.self]
     )
 }
 

@@ -227,3 +227,41 @@ struct PathPatternTests {
         #expect(PathPattern(pattern).matches(path) == matches)
     }
 }
+
+@Suite("Command argument patterns")
+struct ArgumentPatternTests {
+    @Test(arguments: [
+        ("get *", ["get"], true),
+        ("get *", ["get", "pods", "-A"], true),
+        ("get *", ["delete", "pod"], false),
+        ("get *", [], false),
+        ("exec *", ["exec"], true),
+        ("* delete *", ["-n", "web", "delete", "pod", "x"], true),
+        ("* delete *", ["get", "deletes"], false),
+        ("logs ?x*", ["logs", "axe"], true),
+        ("logs ?x*", ["logs", "x"], false),
+        ("describe pod", ["describe", "pod", "extra"], false),
+        ("describe pod", ["describe", "pod"], true),
+        ("apply -f *.yaml", ["apply", "-f", "web.yaml"], true),
+        ("apply -f *.yaml", ["apply", "-f", "web.yaml", "--force"], false),
+    ] as [(String, [String], Bool)])
+    func patterns(pattern: String, arguments: [String], matches: Bool) {
+        #expect(ArgumentPattern(pattern).matches(arguments) == matches)
+    }
+
+    @Test func commandRulesDecideOnlyCommandsAndMakeAnAllowList() {
+        let policy = Policy(rules: [
+            PolicyRule(name: "reads", effect: .allow, connections: ["kube"], command: CommandMatch(arguments: ["get *", "describe *"])),
+            PolicyRule(name: "no-exec", effect: .deny, command: CommandMatch(arguments: ["exec *"])),
+            PolicyRule(name: "deletes", effect: .review, command: CommandMatch(arguments: ["delete *"])),
+            PolicyRule(name: "no-drops", effect: .deny, sql: SQLMatch(kinds: [.drop])),
+        ])
+        func decide(_ arguments: [String]) -> Decision {
+            policy.evaluate(principal: PolicyTests.agent, connection: "kube", operation: .command(arguments: arguments)).decision
+        }
+        #expect(decide(["get", "pods"]).rule == "reads")
+        #expect(decide(["exec", "-it", "web", "sh"]).effect == .deny)
+        #expect(decide(["delete", "pod", "web-1"]).effect == .review)
+        #expect(decide(["scale", "deploy/web"]).rule == "policy:allow-list")
+    }
+}

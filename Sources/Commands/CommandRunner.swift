@@ -1,0 +1,257 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import Foundation
+
+// Both are in glibc (2.9 and 2.29) but behind _GNU_SOURCE, which Swift's Glibc module does not set.
+@_silgen_name("pipe2")
+private func systemPipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
+@_silgen_name("posix_spawn_file_actions_addchdir_np")
+private func systemAddChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ path: UnsafePointer<CChar>) -> Int32
+
+/// One run of a command-line tool: the executable and its whole argument list (fixed leading
+/// arguments and the caller's), the environment it gets (nothing inherited), what it reads on
+/// standard input, and its bounds.
+public struct CommandSpec: Sendable {
+    public var executable: String
+    public var arguments: [String]
+    public var environment: [String: String]
+    /// Environment variables set to the path of a private file holding this content.
+    public var files: [String: String]
+    public var workingDirectory: String?
+    public var input: [UInt8]
+    public var timeout: Duration
+    /// stdout and stderr together; past it the run is stopped.
+    public var maxOutputBytes: Int
+
+    public init(
+        executable: String, arguments: [String], environment: [String: String] = [:], files: [String: String] = [:],
+        workingDirectory: String? = nil, input: [UInt8] = [], timeout: Duration = .seconds(30), maxOutputBytes: Int = 1 << 20
+    ) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.files = files
+        self.workingDirectory = workingDirectory
+        self.input = input
+        self.timeout = timeout
+        self.maxOutputBytes = maxOutputBytes
+    }
+}
+
+/// How the run ended.
+public struct CommandResult: Sendable, Equatable {
+    public enum Ending: Sendable, Equatable {
+        case exited(Int32)
+        case signalled(Int32)
+        /// Killed, with every process of its group, at the timeout.
+        case timedOut
+        /// Killed, with its group, when its output passed the cap.
+        case outputTooLarge
+        /// It never ran; the reason is safe to show.
+        case failedToStart(String)
+    }
+
+    public var ending: Ending
+    public var stdout: [UInt8]
+    public var stderr: [UInt8]
+    public var duration: Duration
+
+    public var exitCode: Int32? {
+        if case .exited(let code) = ending { return code }
+        return nil
+    }
+
+    public var succeeded: Bool { ending == .exited(0) }
+}
+
+/// Runs a command without a shell, in a process group of its own, so that at the timeout (or when
+/// its output passes the cap) the tool and every process it started are killed together; when it
+/// exits, whatever it left running in its group is killed too. Output is read as it comes, so a
+/// chatty tool never blocks on a full pipe, and bounded.
+public enum CommandRunner {
+    public static func run(_ spec: CommandSpec) async -> CommandResult {
+        await withCheckedContinuation { continuation in
+            // Blocking system calls: on a thread of their own, never on a Swift concurrency thread.
+            Thread.detachNewThread {
+                continuation.resume(returning: runBlocking(spec))
+            }
+        }
+    }
+
+    static func runBlocking(_ spec: CommandSpec) -> CommandResult {
+        let started = ContinuousClock.now
+        func failed(_ reason: String) -> CommandResult {
+            CommandResult(ending: .failedToStart(reason), stdout: [], stderr: [], duration: ContinuousClock.now - started)
+        }
+        var environment = spec.environment
+        var secretDirectory: String?
+        defer { if let secretDirectory { removeDirectory(secretDirectory) } }
+        if !spec.files.isEmpty {
+            guard let directory = makePrivateDirectory() else { return failed("cannot create a private directory for the credential files") }
+            secretDirectory = directory
+            for (index, (name, content)) in spec.files.sorted(by: { $0.key < $1.key }).enumerated() {
+                let path = "\(directory)/\(index)-\(name.lowercased())"
+                guard writePrivateFile(path, content) else { return failed("cannot write a credential file") }
+                environment[name] = path
+            }
+        }
+
+        var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
+        // Close-on-exec from the start: a tool started at the same moment by another session must
+        // not inherit this one's pipes.
+        guard systemPipe2(&stdinPipe, O_CLOEXEC) == 0, systemPipe2(&stdoutPipe, O_CLOEXEC) == 0, systemPipe2(&stderrPipe, O_CLOEXEC) == 0 else {
+            for fd in stdinPipe + stdoutPipe + stderrPipe where fd >= 0 { close(fd) }
+            return failed("cannot create pipes")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+        if let directory = spec.workingDirectory {
+            _ = systemAddChdir(&actions, directory)
+        }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // Its own process group (killed as one), default signal handling (the gateway ignores
+        // SIGPIPE; the tool should not), nothing blocked.
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+
+        let argv = [spec.executable] + spec.arguments
+        let envp = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        var pid: pid_t = 0
+        let spawned = withCStrings(argv) { argvPointers in
+            withCStrings(envp) { envPointers in
+                posix_spawn(&pid, spec.executable, &actions, &attributes, argvPointers, envPointers)
+            }
+        }
+        close(stdinPipe[0])
+        close(stdoutPipe[1])
+        close(stderrPipe[1])
+        guard spawned == 0 else {
+            close(stdinPipe[1])
+            close(stdoutPipe[0])
+            close(stderrPipe[0])
+            return failed("cannot start \(spec.executable): \(String(cString: strerror(spawned)))")
+        }
+
+        var stdout: [UInt8] = [], stderr: [UInt8] = []
+        var input = spec.input[...]
+        var inputFD: Int32 = stdinPipe[1]
+        if input.isEmpty { close(inputFD); inputFD = -1 }
+        _ = fcntl(stdinPipe[1], F_SETFL, O_NONBLOCK)
+        var openOutputs: [Int32] = [stdoutPipe[0], stderrPipe[0]]
+        let deadline = started + spec.timeout
+        var ending: CommandResult.Ending?
+        var status: Int32 = 0
+        var reaped = false
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+
+        while ending == nil {
+            let remaining = deadline - ContinuousClock.now
+            if remaining <= .zero {
+                ending = .timedOut
+                break
+            }
+            if openOutputs.isEmpty && inputFD < 0 {
+                // Both outputs closed: wait for the exit, still within the deadline.
+                let result = waitpid(pid, &status, WNOHANG)
+                if result == pid { reaped = true; break }
+                usleep(5000)
+                continue
+            }
+            var fds = openOutputs.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            if inputFD >= 0 { fds.append(pollfd(fd: inputFD, events: Int16(POLLOUT), revents: 0)) }
+            let milliseconds = Int32(clamping: max(1, min(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000, 1000)))
+            let ready = poll(&fds, nfds_t(fds.count), milliseconds)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                ending = .failedToStart("waiting for the command failed")
+                break
+            }
+            for entry in fds where entry.revents != 0 {
+                if entry.fd == inputFD {
+                    if entry.revents & Int16(POLLOUT) != 0 {
+                        let written = input.withUnsafeBytes { write(inputFD, $0.baseAddress, min($0.count, 64 * 1024)) }
+                        if written > 0 { input = input.dropFirst(written) }
+                        if written < 0 && errno != EAGAIN && errno != EINTR { input = [][...] }
+                    } else {
+                        input = [][...]  // the tool closed its input: the rest is not wanted
+                    }
+                    if input.isEmpty {
+                        close(inputFD)
+                        inputFD = -1
+                    }
+                    continue
+                }
+                let count = read(entry.fd, &buffer, buffer.count)
+                if count > 0 {
+                    if entry.fd == stdoutPipe[0] { stdout += buffer[0..<count] } else { stderr += buffer[0..<count] }
+                    if stdout.count + stderr.count > spec.maxOutputBytes {
+                        ending = .outputTooLarge
+                        break
+                    }
+                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                    close(entry.fd)
+                    openOutputs.removeAll { $0 == entry.fd }
+                }
+            }
+        }
+        // Whatever is left of its group goes with it.
+        kill(-pid, SIGKILL)
+        if !reaped {
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        }
+        for fd in openOutputs { close(fd) }
+        if inputFD >= 0 { close(inputFD) }
+        if ending == nil {
+            let signal = status & 0x7f
+            ending = signal == 0 ? .exited((status >> 8) & 0xff) : .signalled(signal)
+        }
+        // Cut at the cap, keeping the two streams' proportions as they came.
+        if stdout.count + stderr.count > spec.maxOutputBytes {
+            let over = stdout.count + stderr.count - spec.maxOutputBytes
+            if stderr.count >= over { stderr.removeLast(over) } else { stdout.removeLast(over - stderr.count); stderr = [] }
+        }
+        return CommandResult(ending: ending!, stdout: stdout, stderr: stderr, duration: ContinuousClock.now - started)
+    }
+
+    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+        var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+        pointers.append(nil)
+        defer { for pointer in pointers { free(pointer) } }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
+    private static func makePrivateDirectory() -> String? {
+        var template = Array((NSTemporaryDirectory() + "gatehouse-run-XXXXXX").utf8CString)
+        return template.withUnsafeMutableBufferPointer { buffer in
+            mkdtemp(buffer.baseAddress!).map { String(cString: $0) }
+        }
+    }
+
+    private static func writePrivateFile(_ path: String, _ content: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let bytes = Array(content.utf8)
+        return bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
+    }
+
+    private static func removeDirectory(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}

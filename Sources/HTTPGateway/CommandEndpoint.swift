@@ -1,0 +1,257 @@
+import Commands
+import Foundation
+import GatehouseCore
+import HTTPTypes
+import Hummingbird
+import Identity
+import Masking
+import NIOCore
+import Policy
+import Reviews
+
+/// One configured command connection: a tool the gateway runs with credentials only it holds.
+public struct CommandTarget: Sendable {
+    public var name: String
+    public var access: ConnectionAccess
+    public var executable: String
+    /// Fixed leading arguments; the caller's come after them.
+    public var arguments: [String]
+    public var environment: [String: String]
+    /// Environment variables set to a secret's value, and to the path of a file holding one;
+    /// resolved on every run so a rotated secret applies without a restart.
+    public var secrets: [String: @Sendable () throws -> String]
+    public var secretFiles: [String: @Sendable () throws -> String]
+    public var workingDirectory: String?
+    public var timeout: Duration
+    public var maxOutputBytes: Int
+    public var maxInputBytes: Int
+
+    public init(
+        name: String, access: ConnectionAccess, executable: String, arguments: [String] = [], environment: [String: String] = [:],
+        secrets: [String: @Sendable () throws -> String] = [:], secretFiles: [String: @Sendable () throws -> String] = [:],
+        workingDirectory: String? = nil, timeout: Duration = .seconds(30), maxOutputBytes: Int = 1 << 20, maxInputBytes: Int = 1 << 20
+    ) {
+        self.name = name
+        self.access = access
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.secrets = secrets
+        self.secretFiles = secretFiles
+        self.workingDirectory = workingDirectory
+        self.timeout = timeout
+        self.maxOutputBytes = maxOutputBytes
+        self.maxInputBytes = maxInputBytes
+    }
+}
+
+/// What a caller sends to `POST /c/NAME/exec`.
+struct CommandCall: Decodable {
+    var args: [String]
+    var stdin: String?
+    var intent: String?
+
+    static let maxArguments = 256
+    static let maxArgumentBytes = 8192
+
+    /// Nil when the call can be run, else why not (for the client).
+    var problem: String? {
+        if args.count > Self.maxArguments { return "at most \(Self.maxArguments) arguments" }
+        if let long = args.first(where: { $0.utf8.count > Self.maxArgumentBytes }) {
+            return "an argument is longer than \(Self.maxArgumentBytes) bytes (\(long.utf8.count))"
+        }
+        // Arguments travel to the tool as C strings: a NUL would silently cut one short.
+        if args.contains(where: { $0.utf8.contains(0) }) { return "an argument contains a NUL byte" }
+        return nil
+    }
+}
+
+extension HTTPProxy {
+    /// `POST /c/NAME/exec` on a command connection: identity (already checked), access, the
+    /// policy on the caller's arguments (review holds the run), the request event committed, the
+    /// tool run without a shell, its output masked (the connection's secrets scrubbed, then the
+    /// mask rules' detectors) and recorded, the answer as JSON.
+    func runCommand(
+        _ request: Request, _ exchange: inout Exchange, target: CommandTarget, rest: Substring, context: HTTPGatewayContext
+    ) async throws -> Response {
+        let started = ContinuousClock.now
+        exchange.connection = target.name
+        exchange.requestKind = "command.exec"
+        let principal = exchange.principal!
+        guard rest == "/exec" else {
+            return try await refuse(&exchange, .notFound, "a command connection has one endpoint: POST /c/\(target.name)/exec",
+                                    decision: .deny(rule: "route", reason: "no such endpoint"), errorCode: "unknown-endpoint")
+        }
+        guard request.method == .post else {
+            var response = try await refuse(&exchange, .methodNotAllowed, "use POST", decision: .deny(rule: "method", reason: "exec takes POST"),
+                                            errorCode: "method-not-allowed")
+            response.headers[.allow] = "POST"
+            return response
+        }
+        var access = target.access.decide(for: principal)
+        if access.effect != .allow, let grant = reviews?.grants.grant(for: principal, connection: target.name) {
+            access = grant.decision
+        }
+        guard access.effect == .allow else {
+            return try await refuse(&exchange, .forbidden, access.reason ?? "not allowed", decision: access, errorCode: "connection-denied")
+        }
+        let call: CommandCall
+        do {
+            let body = try await request.body.collect(upTo: target.maxInputBytes * 2 + 64 * 1024)
+            call = try JSONDecoder().decode(CommandCall.self, from: Data(body.readableBytesView))
+        } catch {
+            return try await refuse(&exchange, .badRequest, "the body must be JSON: {\"args\": [\"…\"], \"stdin\": \"…\"} within the size limit",
+                                    decision: .deny(rule: "body", reason: "unreadable exec request"), errorCode: "bad-request")
+        }
+        if let problem = call.problem {
+            return try await refuse(&exchange, .badRequest, problem, decision: .deny(rule: "body", reason: problem), errorCode: "bad-request")
+        }
+        let input = Array((call.stdin ?? "").utf8)
+        guard input.count <= target.maxInputBytes else {
+            return try await refuse(&exchange, .contentTooLarge, "stdin is larger than \(target.maxInputBytes) bytes",
+                                    decision: .deny(rule: "body", reason: "stdin too large"), errorCode: "input-too-large")
+        }
+        let commandLine = Self.commandLine([target.executable] + target.arguments + call.args)
+        exchange.overrideText = commandLine
+        if let intent = call.intent { exchange.intent = intent.truncated(toUTF8Bytes: 1024).text }
+
+        let evaluation = settings.policy.evaluate(principal: principal, connection: target.name, operation: .command(arguments: call.args))
+        var decision = evaluation.decision
+        if decision.effect == .review {
+            let reviewRequest = ReviewRequest(
+                session: exchange.session, connection: target.name, protocolName: "command",
+                operation: commandLine + (input.isEmpty ? "" : "\n\nstdin: " + (call.stdin ?? "").truncated(toUTF8Bytes: 2048).text),
+                intent: exchange.intent,
+                digest: ReviewDigest.of(protocolName: "command", connection: target.name, principal: principal,
+                                        operation: target.executable, parameters: target.arguments + call.args, body: input),
+                requester: principal, client: exchange.client, decision: decision,
+                approvals: evaluation.approval?.approvals ?? 1, approverGroups: evaluation.approval?.approverGroups ?? [])
+            switch try await waitForReview(reviewRequest, decision: decision, &exchange, context: context) {
+            case .approved(let approval): decision = approval
+            case .refused(let response): return response
+            }
+        }
+        guard decision.effect == .allow else {
+            return try await refuse(&exchange, .forbidden, decision.reason ?? "not allowed", decision: decision, errorCode: "request-denied")
+        }
+
+        let requestEvent: AuditEvent
+        do {
+            let payload = Self.json(["args": .array(call.args.map { .string($0) }), "stdin": .string((call.stdin ?? "").truncated(toUTF8Bytes: settings.maxRecordedBodyBytes).text)])
+            requestEvent = try await auditLog.append(exchange.record(kind: exchange.requestKind, decision: decision, payload: (payload, input.count > settings.maxRecordedBodyBytes)))
+        } catch {
+            HTTPMetrics.count("audit-unavailable")
+            return try ProblemResponse.make(.serviceUnavailable, "the audit trail cannot be written; request refused")
+        }
+        HTTPMetrics.count("allow")
+
+        var environment = target.environment
+        var files: [String: String] = [:]
+        var secretValues: [String] = []
+        do {
+            for (name, value) in target.secrets {
+                environment[name] = try value()
+                secretValues.append(environment[name]!)
+            }
+            for (name, value) in target.secretFiles {
+                files[name] = try value()
+                secretValues.append(contentsOf: files[name]!.split(whereSeparator: \.isNewline).map(String.init))
+            }
+        } catch {
+            recordCommandResult(exchange, event: requestEvent, started: started, status: "not started", errorCode: "credential-unavailable",
+                                error: "the connection's credential could not be read", stdout: "", stderr: "", truncated: false)
+            return try ProblemResponse.make(.badGateway, "the gateway cannot run this connection's tool", connection: target.name)
+        }
+        let result = await CommandRunner.run(CommandSpec(
+            executable: target.executable, arguments: target.arguments + call.args, environment: environment, files: files,
+            workingDirectory: target.workingDirectory, input: input, timeout: target.timeout, maxOutputBytes: target.maxOutputBytes))
+
+        // What leaves the gateway, and what the trail keeps: the tool's output with the
+        // connection's own secrets replaced, then masked as the policy says.
+        let scrubber = SecretScrubber(secrets: secretValues)
+        let masks = settings.policy.masks(principal: principal, connection: target.name)
+        let stdout = mask(scrubber.scrub(String(decoding: result.stdout, as: UTF8.self)), masks: masks)
+        let stderr = mask(scrubber.scrub(String(decoding: result.stderr, as: UTF8.self)), masks: masks)
+        var answer: [String: JSONValue] = [
+            "connection": .string(target.name),
+            "stdout": .string(stdout),
+            "stderr": .string(stderr),
+            "duration_ms": .number(Double(result.duration.components.seconds * 1000 + result.duration.components.attoseconds / 1_000_000_000_000_000)),
+            "output_truncated": .bool(result.ending == .outputTooLarge),
+            "timed_out": .bool(result.ending == .timedOut),
+        ]
+        let status: String
+        var errorCode: String?
+        var error: String?
+        switch result.ending {
+        case .exited(let code):
+            answer["exit_code"] = .number(Double(code))
+            status = "exited \(code)"
+            if code != 0 { errorCode = "exit-\(code)" }
+        case .signalled(let signal):
+            answer["signal"] = .number(Double(signal))
+            status = "killed by signal \(signal)"
+            errorCode = "signal-\(signal)"
+        case .timedOut:
+            status = "timed out"
+            errorCode = "timeout"
+            error = "the tool ran past \(target.timeout) and was killed with its children"
+        case .outputTooLarge:
+            status = "output too large"
+            errorCode = "output-too-large"
+            error = "the tool's output passed \(target.maxOutputBytes) bytes; it was stopped and the output cut"
+        case .failedToStart(let reason):
+            status = "not started"
+            errorCode = "start-failed"
+            error = reason
+        }
+        if let error { answer["error"] = .string(error) }
+        recordCommandResult(exchange, event: requestEvent, started: started, status: status, errorCode: errorCode, error: error,
+                            stdout: stdout, stderr: stderr, truncated: result.ending == .outputTooLarge)
+        if case .failedToStart = result.ending {
+            return try ProblemResponse.make(.badGateway, "the gateway could not start this connection's tool", connection: target.name)
+        }
+        return try ProblemResponse.json(answer)
+    }
+
+    private func mask(_ text: String, masks: [NamedMask]) -> String {
+        var text = text
+        for mask in masks where !mask.action.detectors.isEmpty {
+            if let masked = settings.masker.maskDetected(in: text, detectors: mask.action.detectors, strategy: mask.action.strategy) { text = masked }
+        }
+        return text
+    }
+
+    private func recordCommandResult(
+        _ exchange: Exchange, event: AuditEvent, started: ContinuousClock.Instant, status: String, errorCode: String?, error: String?,
+        stdout: String, stderr: String, truncated: Bool
+    ) {
+        let duration = ContinuousClock.now - started
+        HTTPMetrics.duration.recordNanoseconds(duration.inNanoseconds)
+        let half = settings.maxPayloadBytes / 2
+        let payload = Self.json(["stdout": .string(stdout.truncated(toUTF8Bytes: half).text), "stderr": .string(stderr.truncated(toUTF8Bytes: half).text)])
+        let record = AuditRecord(
+            node: settings.node, session: exchange.session, principal: exchange.principal, client: exchange.client, connection: exchange.connection,
+            operation: .init(kind: "command.result", text: "result of event \(event.seq)", intent: exchange.intent),
+            decision: event.record.decision,
+            outcome: .init(status: status, bytes: Int64(stdout.utf8.count + stderr.utf8.count), errorCode: errorCode, error: error,
+                           durationMicros: duration.inNanoseconds / 1000),
+            payload: payload, payloadTruncated: truncated || stdout.utf8.count > half || stderr.utf8.count > half ? true : nil)
+        auditLog.appendEventually(record)
+    }
+
+    static func json(_ object: [String: JSONValue]) -> String {
+        (try? ProblemResponse.bytes(object)).map { String(buffer: $0).trimmingCharacters(in: .newlines) } ?? "{}"
+    }
+
+    /// The command as a person would type it, each argument quoted when it needs to be (for
+    /// display and the trail only: nothing is ever run through a shell).
+    static func commandLine(_ argv: [String]) -> String {
+        argv.map { argument in
+            let plain = !argument.isEmpty && argument.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_./=:,@%+".unicodeScalars.contains($0)
+            }
+            return plain ? argument : "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }.joined(separator: " ")
+    }
+}

@@ -1,0 +1,78 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import GatehouseConfig
+import NIOCore
+
+/// `gatehouse exec NAME -- ARGS...`: runs a command connection's tool through the gateway, as the
+/// person the token names, under the same policy, review and audit as any other caller.
+struct ExecCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec",
+        abstract: "Run a command connection's tool through the gateway.",
+        discussion: "Example: gatehouse exec kubectl-prod -- get pods -n web. The exit status is the tool's (124 when it timed out).")
+
+    @Option(help: "Configuration file (YAML), for the HTTP listener's address.")
+    var config: String = "gatehouse.yaml"
+
+    @Option(help: "The gateway's HTTP URL (default: from the configuration's http.listen).")
+    var gateway: String?
+
+    @Option(help: "Bearer token (default: the GATEHOUSE_TOKEN environment variable).")
+    var token: String?
+
+    @Option(help: "Why you run it; recorded with the run.")
+    var intent: String?
+
+    @Flag(help: "Send standard input to the tool.")
+    var input = false
+
+    @Argument(help: "Connection name.")
+    var connection: String
+
+    @Argument(parsing: .postTerminator, help: "The tool's arguments, after --.")
+    var arguments: [String] = []
+
+    func run() async throws {
+        let base: String
+        if let gateway {
+            base = gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway
+        } else {
+            guard let loaded = try? ConfigLoader.load(path: config), let listen = loaded.http.listen else {
+                throw fail("cannot find the gateway's HTTP listener in \(config); pass --gateway URL")
+            }
+            base = (loaded.http.tlsCertificate == nil ? "http://" : "https://") + listen.description
+        }
+        guard let bearer = token ?? ProcessInfo.processInfo.environment["GATEHOUSE_TOKEN"], !bearer.isEmpty else {
+            throw fail("a token is needed: --token or GATEHOUSE_TOKEN")
+        }
+        var body: [String: Any] = ["args": arguments]
+        if input { body["stdin"] = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+        if let intent { body["intent"] = intent }
+        var request = HTTPClientRequest(url: base + "/c/" + (connection.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? connection) + "/exec")
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(bearer)")
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "gatehouse-cli")
+        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        let response: HTTPClientResponse
+        let bytes: ByteBuffer
+        do {
+            // Long enough for a review to be decided and the tool to run.
+            response = try await HTTPClient.shared.execute(request, timeout: .hours(2))
+            bytes = try await response.body.collect(upTo: 256 << 20)
+        } catch {
+            throw fail("cannot reach the gateway at \(base): \(error)")
+        }
+        let object = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
+        guard response.status.code == 200 else {
+            throw fail(object["detail"] as? String ?? "HTTP \(response.status.code)")
+        }
+        FileHandle.standardOutput.write(Data((object["stdout"] as? String ?? "").utf8))
+        FileHandle.standardError.write(Data((object["stderr"] as? String ?? "").utf8))
+        if let error = object["error"] as? String { printError("gatehouse: \(error)") }
+        if object["timed_out"] as? Bool == true { throw ExitCode(124) }
+        if let code = object["exit_code"] as? Int { throw ExitCode(Int32(code)) }
+        throw ExitCode(1)
+    }
+}
