@@ -193,7 +193,7 @@ struct PolicyConfigTests {
         #expect(found.contains("gatehouse.yaml:16: policy.rules[0] (typo-connection) can never match: no connection is named dmeo"))
         #expect(found.contains("gatehouse.yaml:19: policy.rules[1] (sql-on-http) can never match: it is about SQL and none of its connections is a postgres connection"))
         #expect(found.contains("gatehouse.yaml:23: policy.rules[2] (http-on-postgres) can never match: it is about HTTP requests and none of its connections is an http connection"))
-        #expect(found.contains("gatehouse.yaml:27: policy.rules[3] (both) can never match: it names both SQL and HTTP operations, and an operation is one or the other"))
+        #expect(found.contains("gatehouse.yaml:27: policy.rules[3] (both) can never match: it names operations of more than one kind (SQL, HTTP, command), and an operation is one of them"))
         #expect(found.contains("gatehouse.yaml:31: policy.rules[4] (reads-that-write) can never match: 'writes: false' excludes every statement of the kinds it names"))
         #expect(found.contains("gatehouse.yaml:34: policy.rules[5] (people-agents) can never match: it is for people acting directly, yet names only agents"))
         #expect(found.contains("gatehouse.yaml:12: connection api request rule: rule name 'api-reads' is already used on line 38"))
