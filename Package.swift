@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk.git", exact: "0.12.1"),
         // Test client only: the integration tests drive PostgresNIO through the gateway.
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
@@ -155,6 +156,29 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        // The MCP server: tools that send what they do through the gateway's own listeners.
+        .target(
+            name: "MCPGateway",
+            dependencies: [
+                "GatehouseCore",
+                "Identity",
+                "Audit",
+                "Policy",
+                "Reviews",
+                "HTTPGateway",
+                "PostgresWire",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift6
+        ),
         .target(
             name: "PostgresWire",
             dependencies: [
@@ -176,6 +200,7 @@ let package = Package(
                 "HTTPGateway",
                 "Masking",
                 "Reviews",
+                "MCPGateway",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -144,6 +144,12 @@ public enum ConfigLoader {
         let connections = buildConnections(top, reader: reader)
         let policy = buildPolicy(top.section("policy"), connections: connections, reader: reader, statePath: statePath)
         let reviews = buildReviews(top.section("reviews"), reader: reader, statePath: statePath)
+        let mcpSection = top.section("mcp")
+        let mcp = GatehouseConfig.MCP(
+            enabled: mcpSection?.bool("enabled") ?? true,
+            publicURL: mcpSection?.url("public_url")?.absoluteString.trimmingCharacters(in: CharacterSet(charactersIn: "/")),
+            callTimeoutSeconds: mcpSection?.int("call_timeout_seconds", in: 1...86_400) ?? reviews.timeoutSeconds + 60)
+        mcpSection?.finish()
         if http.listen == nil, let command = connections.first(where: { $0.kind == .command }) {
             reader.report(line: command.line, "command connection \(command.name) is served on the HTTP listener (POST /c/\(command.name)/exec); set http.listen")
         }
@@ -171,6 +177,7 @@ public enum ConfigLoader {
             http: http,
             connections: connections,
             reviews: reviews,
+            mcp: mcp,
             policy: policy.policy,
             maskKey: policy.maskKey,
             maskKeyPath: policy.maskKeyPath

@@ -17,6 +17,7 @@ public struct GatehouseConfig: Sendable {
     public var http: HTTP
     public var connections: [Connection]
     public var reviews: Reviews
+    public var mcp: MCP
     /// Every rule of `policy` and of the connections' `requests`, validated.
     public var policy: Policy
     /// Key of the masks' keyed hash; nil: a random key kept at `maskKeyPath`, made on first use.
@@ -49,6 +50,15 @@ public struct GatehouseConfig: Sendable {
         public var maxRecordedRows: Int
         /// Client connections served at once; more are refused (SQLSTATE 53300) before login.
         public var maxConnections: Int
+    }
+
+    /// The MCP server on the HTTP listener (`/mcp`).
+    public struct MCP: Sendable {
+        public var enabled: Bool
+        /// How MCP clients reach the HTTP listener (the resource URL is `<public_url>/mcp`).
+        public var publicURL: String?
+        /// A tool call, a held one included, gives up after this long.
+        public var callTimeoutSeconds: Int
     }
 
     /// Just-in-time approval: who approves, how long a held operation waits, where reviews are

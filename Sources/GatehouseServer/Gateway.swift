@@ -8,6 +8,7 @@ import Hummingbird
 import Identity
 import Logging
 import Masking
+import MCPGateway
 import NIOSSL
 import Policy
 import PostgresGateway
@@ -143,8 +144,10 @@ public final class Gateway: Sendable {
     /// `onReady` is called once every listener is accepting connections.
     public func run(onReady: @escaping @Sendable (BoundListeners) async -> Void = { _ in }) async throws {
         let maskKey = try MaskKey.load(config)
+        var mcp: MCPEndpoint?
         let masker = ValueMasker(hashKey: maskKey)
         let expected = 1 + (config.postgres.listen == nil ? 0 : 1) + (config.http.listen == nil ? 0 : 1)
+        let loopbackPorts = LoopbackPorts()
         let bound = BoundPorts(expected: expected) { ports in
             await onReady(BoundListeners(admin: ports["admin"] ?? 0, postgres: ports["postgres"], http: ports["http"]))
         }
@@ -173,7 +176,10 @@ public final class Gateway: Sendable {
                 auditSeal: AuditSeal(maskKey: maskKey))
             services.append(.init(service: PostgresListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger, reviews: reviewBoard,
-                onBound: { port in await bound.report("postgres", port) })))
+                onBound: { port in
+                    loopbackPorts.set("postgres", port)
+                    await bound.report("postgres", port)
+                })))
         }
         if let listen = config.http.listen {
             var settings = HTTPGatewaySettings(
@@ -188,9 +194,18 @@ public final class Gateway: Sendable {
                 policy: config.policy,
                 masker: masker)
             settings.commands = Self.commandTargets(config)
+            mcp = config.mcp.enabled ? try makeMCP(loopbackPorts) : nil
+            var extra: HTTPGatewayListener.Responder?
+            if let endpoint = mcp {
+                extra = { request, context in try await endpoint.respond(to: request, context: context) }
+            }
             services.append(.init(service: HTTPGatewayListener(
                 settings: settings, verifier: verifier, auditLog: auditLog, logger: logger, reviews: reviewBoard,
-                onBound: { port in await bound.report("http", port) })))
+                extra: extra,
+                onBound: { port in
+                    loopbackPorts.set("http", port)
+                    await bound.report("http", port)
+                })))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,
@@ -199,9 +214,11 @@ public final class Gateway: Sendable {
         do {
             try await group.run()
         } catch {
+            await mcp?.shutdown()
             try? await httpClient.shutdown()
             throw error
         }
+        await mcp?.shutdown()
         try await httpClient.shutdown()
     }
 
@@ -299,6 +316,38 @@ extension Gateway {
                 readTimeout: .seconds(options?.readTimeoutSeconds ?? 60),
                 totalTimeout: .seconds(options?.totalTimeoutSeconds ?? 300))
         }
+    }
+
+    /// The MCP server: its tools reach the listeners of this same process on loopback.
+    func makeMCP(_ ports: LoopbackPorts) throws -> MCPEndpoint {
+        guard let http = config.http.listen else { throw GatehouseError("mcp.listen", "the MCP server needs the HTTP listener") }
+        func loopback(_ host: String) -> String {
+            host == "0.0.0.0" ? "127.0.0.1" : host == "::" ? "::1" : host
+        }
+        let scheme = config.http.tlsCertificate == nil ? "http" : "https"
+        var issuers = config.identity.issuers.map(\.issuer)
+        if let devIssuer { issuers.append(devIssuer.issuerURL) }
+        let connections = config.connections.map { connection in
+            let kind: MCPConnection.Kind = switch connection.kind {
+            case .postgres: .postgres
+            case .http: .http
+            case .command: .command
+            }
+            return MCPConnection(
+                name: connection.name,
+                kind: kind,
+                description: connection.description,
+                access: ConnectionAccess(
+                    connection: connection.name, groups: connection.allow.groups,
+                    subjects: connection.allow.subjects, agents: connection.allow.agents))
+        }
+        let settings = MCPSettings(
+            publicBaseURL: config.mcp.publicURL ?? "\(scheme)://\(http)",
+            authorizationServers: issuers, connections: connections, policy: config.policy, node: config.gateway.node,
+            postgresHost: config.postgres.listen.map { loopback($0.host) }, postgresTLS: config.postgres.tlsCertificate != nil,
+            httpHost: loopback(http.host), httpTLS: config.http.tlsCertificate != nil,
+            callTimeout: .seconds(config.mcp.callTimeoutSeconds))
+        return MCPEndpoint(settings: settings, verifier: verifier, auditLog: auditLog, reviews: reviewBoard, ports: ports, logger: logger)
     }
 
     static func commandTargets(_ config: GatehouseConfig) -> [CommandTarget] {

@@ -16,11 +16,15 @@ public struct HTTPGatewayListener: Service {
     private let proxy: HTTPProxy
     private let logger: Logger
     private let onBound: @Sendable (Int) async -> Void
+    /// Endpoints served next to the proxy on the same listener (the MCP server); nil: not theirs.
+    public typealias Responder = @Sendable (Request, HTTPGatewayContext) async throws -> Response?
+    private let extra: Responder?
 
     public init(
         settings: HTTPGatewaySettings, verifier: TokenVerifier, auditLog: AuditLog, logger: Logger, reviews: ReviewBoard? = nil,
-        onBound: @escaping @Sendable (Int) async -> Void = { _ in }
+        extra: Responder? = nil, onBound: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
+        self.extra = extra
         self.settings = settings
         self.proxy = HTTPProxy(settings: settings, verifier: verifier, auditLog: auditLog, logger: logger, reviews: reviews)
         self.logger = logger
@@ -38,10 +42,12 @@ public struct HTTPGatewayListener: Service {
     public func run() async throws {
         let proxy = self.proxy
         let onBound = self.onBound
+        let extra = self.extra
         let port = settings.port
         let application = Application(
             responder: CallbackResponder<HTTPGatewayContext> { request, context in
-                try await proxy.respond(to: request, context: context)
+                if let extra, let response = try await extra(request, context) { return response }
+                return try await proxy.respond(to: request, context: context)
             },
             server: try Self.server(settings),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "gatehouse"),

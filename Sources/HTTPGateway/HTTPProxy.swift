@@ -577,7 +577,7 @@ public final class HTTPProxy: Sendable {
 
     /// Requests made with one token form one session (a client label from `Gatehouse-Session`
     /// splits it further). The token itself is never recorded, only a digest of it.
-    static func sessionID(token: String, label: String?) -> String {
+    public static func sessionID(token: String, label: String?) -> String {
         let hex = Array("0123456789abcdef".utf8)
         var digestBytes: [UInt8] = []
         digestBytes.reserveCapacity(16)
