@@ -86,6 +86,11 @@ Gatehouse is running (Ctrl-C stops it, seals the audit trail and removes the dem
     export GATEHOUSE_TOKEN=\$($BIN dev token --config $CONFIG --subject bob --groups approvers)
     $BIN reviews list --config $CONFIG
     $BIN reviews approve --config $CONFIG REVIEW_ID      # or: reviews deny ... --reason "..."
+  A command-line tool through the gateway (it holds the tool's database password; output is masked):
+    GATEHOUSE_TOKEN=\$PGPASSWORD $BIN exec --config $CONFIG reports -- top-customers 3
+  Gatehouse as the agent's MCP server (tools: list_connections, describe_connection, query,
+  http_request, run_command, review_status), e.g. for Claude Code:
+    claude mcp add --transport http gatehouse http://127.0.0.1:$GATEHOUSE_HTTP_PORT/mcp --header "Authorization: Bearer \$PGPASSWORD"
   What happened, session by session:
     $BIN sessions list --config $CONFIG
     $BIN sessions replay --config $CONFIG SESSION_ID
