@@ -1,5 +1,6 @@
 import Audit
 import Logging
+import MCPGateway
 import Reviews
 import ServiceLifecycle
 
@@ -22,14 +23,18 @@ struct AuditFlushService: Service {
     }
 }
 
-/// Closes what waits for approval when the gateway stops, after the listeners (so no new review
-/// opens) and before the audit trail (so the closing is recorded): a held operation must never run
-/// in a later life of the gateway.
+/// The last service in the group, so the first to stop: closes what waits for approval (and
+/// stops new reviews and approvals) and ends the MCP sessions, whose open event streams would
+/// otherwise keep the HTTP listener from finishing. Held clients then get their refusal while the
+/// listeners and the audit trail are still up, so each closing is recorded: a held operation
+/// never runs in a later life of the gateway.
 struct ReviewShutdownService: Service {
     let board: ReviewBoard
+    let mcp: MCPEndpoint?
 
     func run() async throws {
         try? await gracefulShutdown()
         await board.abandonAll(reason: "the gateway stopped")
+        await mcp?.closeSessions()
     }
 }

@@ -155,7 +155,6 @@ public final class Gateway: Sendable {
         await reviewBoard.closeLeftovers()
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AuditFlushService(log: auditLog, logger: logger)),
-            .init(service: ReviewShutdownService(board: reviewBoard)),
             .init(service: KeyRefreshService(issuers: issuers, interval: .seconds(config.identity.jwksRefreshSeconds), logger: logger)),
             .init(service: admin),
         ]
@@ -207,6 +206,7 @@ public final class Gateway: Sendable {
                     await bound.report("http", port)
                 })))
         }
+        services.append(.init(service: ReviewShutdownService(board: reviewBoard, mcp: mcp)))
         let group = ServiceGroup(configuration: .init(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],

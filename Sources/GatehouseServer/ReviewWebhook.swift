@@ -17,17 +17,25 @@ struct ReviewWebhook: Sendable {
     let client: HTTPClient
     let logger: Logger
 
+    /// Slack reads `<...>` as links and mentions and `&` as an entity: what an agent wrote (its
+    /// statement, its intent) must not become an "Approve" link of its own or an @channel.
+    static func escaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+
     func payload(_ review: Review) -> [String: JSONValue] {
         let approve = "\(linkBase)/v1/reviews/\(review.id)/approve"
         let deny = "\(linkBase)/v1/reviews/\(review.id)/deny"
-        let who = review.requester.agent.map { "agent \($0) for \(review.requester.subject)" } ?? review.requester.subject
+        let who = Self.escaped(review.requester.agent.map { "agent \($0) for \(review.requester.subject)" } ?? review.requester.subject)
         var operation = webhook.includeOperation ? review.operation.truncated(toUTF8Bytes: 1000).text : "(not shown; see `gatehouse reviews show \(review.id)`)"
-        operation = operation.replacingOccurrences(of: "```", with: "'''")
+        operation = Self.escaped(operation.replacingOccurrences(of: "```", with: "'''"))
         let headline = review.kind == .access
             ? "Gatehouse review \(review.id): \(who) asks for access to \(review.connection) for \(review.grantMinutes ?? 0) minutes"
             : "Gatehouse review \(review.id): \(who) wants to run on \(review.connection)"
-        var details = "*Rule:* \(review.rule ?? "-") — \(review.reason ?? "")"
-        if let intent = review.intent { details += "\n*Intent:* \(intent.truncated(toUTF8Bytes: 300).text)" }
+        var details = "*Rule:* \(Self.escaped(review.rule ?? "-")) — \(Self.escaped(review.reason ?? ""))"
+        if let intent = review.intent {
+            details += "\n*Intent:* `\(Self.escaped(intent.truncated(toUTF8Bytes: 300).text.replacingOccurrences(of: "`", with: "'")))`"
+        }
         details += "\n*Approvals needed:* \(review.approvalsRequired) · *expires* \(ISO8601DateFormatter().string(from: review.expiresAt))"
         details += "\n`gatehouse reviews approve \(review.id)` or `gatehouse reviews deny \(review.id) --reason …`"
         let button = { (text: String, url: String, style: String) -> JSONValue in

@@ -75,8 +75,9 @@ public struct HTTPGatewaySettings: Sendable {
     public var node: String
     /// Request and response body bytes kept in the audit trail per exchange.
     public var maxRecordedBodyBytes: Int
-    /// A request held for approval is read whole before it waits; larger bodies are refused.
-    public var maxHeldBodyBytes = 1 << 20
+    /// A request held for approval is read whole before it waits and shown whole to the
+    /// reviewer; larger bodies are refused.
+    public var maxHeldBodyBytes = 64 * 1024
     /// Largest audit payload (headers and body prefix together).
     public var maxPayloadBytes: Int
     public var targets: [HTTPTarget]

@@ -412,10 +412,15 @@ public final class HTTPProxy: Sendable {
         for buffer in whole.buffers { bytes.append(contentsOf: buffer.readableBytesView) }
         let principal = exchange.principal!
         var shown = exchange.text
-        if !bytes.isEmpty {
-            shown += "\n\n" + RecordedBody.text(Array(bytes.prefix(2048))) + (bytes.count > 2048 ? " … (\(bytes.count) bytes)" : "")
+        // Headers that change what the request does are part of what is approved.
+        let meaningful = ["content-type", "content-encoding", "x-http-method-override", "x-method-override", "if-match", "if-none-match"]
+        var headerLines: [String] = []
+        for name in meaningful {
+            for value in request.headers[values: HTTPField.Name(name)!] { headerLines.append("\(name): \(value)") }
         }
-        let exact = request.method.rawValue + " " + (request.head.path ?? "/") + "\n" + (request.headers[.contentType] ?? "")
+        if !headerLines.isEmpty { shown += "\n" + headerLines.joined(separator: "\n") }
+        if !bytes.isEmpty { shown += "\n\n" + RecordedBody.text(bytes) }
+        let exact = request.method.rawValue + " " + (request.head.path ?? "/") + "\n" + headerLines.joined(separator: "\n")
         let reviewRequest = ReviewRequest(
             session: exchange.session, connection: target.name, protocolName: "http", operation: shown, intent: exchange.intent,
             digest: ReviewDigest.of(protocolName: "http", connection: target.name, principal: principal, operation: exact, body: bytes),
@@ -458,8 +463,13 @@ public final class HTTPProxy: Sendable {
         hangup.whenComplete { _ in Task { await reviews.abandon(id, reason: "the client disconnected") } }
         switch await reviews.wait(review.id) {
         case .approved(let approved) where approved.digest == reviewRequest.digest:
-            // Marked before anything else can close it (the client leaving right after its answer).
-            await reviews.executed(approved.id, client: exchange.client)
+            // Claimed for its one run before it is sent; a review abandoned in the meantime (the
+            // client left, the gateway is stopping) does not run.
+            guard await reviews.executed(approved.id, client: exchange.client) else {
+                let reason = "review \(approved.id) was abandoned before the request could run"
+                return .refused(try await refuse(&exchange, .forbidden, reason, decision: .deny(rule: "review:\(approved.id)", reason: reason),
+                                                 errorCode: "review-abandoned"))
+            }
             let names = approved.approvals.map(\.subject).joined(separator: ", ")
             return .approved(.allow(rule: "review:\(approved.id)", reason: "approved by \(names) (\(decision.rule.map { "rule \($0)" } ?? "review"))"))
         case .approved(let other):

@@ -111,7 +111,13 @@ public final class MCPEndpoint: Sendable {
     }
 
     public func shutdown() async {
+        await sessions.closeAll()
         try? await loopbackClient.shutdown()
+    }
+
+    /// Ends every MCP session (the gateway is stopping): their event streams end with them.
+    public func closeSessions() async {
+        await sessions.closeAll()
     }
 
     /// Nil when the request is not for the MCP server.
@@ -241,6 +247,12 @@ actor MCPSessions {
         } catch {
             return .error(statusCode: 500, .internalError("the MCP session could not be started"))
         }
+    }
+
+    func closeAll() async {
+        let all = sessions.values
+        sessions = [:]
+        for session in all { await session.server.stop() }
     }
 
     private func evictIdle() {

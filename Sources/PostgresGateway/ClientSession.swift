@@ -589,9 +589,17 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             // functions, domain checks, planning), so nothing bound may reach it unrecorded.
             let controls = statement.controls
             if let decision = controls.decision, decision.effect == .review {
-                // Held with its values: what is approved is this execution, not the statement.
+                // Held with its values: what is approved is this execution, not the statement. The
+                // reviewer sees every value whole and the approval is bound to their exact bytes.
+                guard let values = Self.reviewedValues(bind, parameterTypes: statement.parameterTypes) else {
+                    return refuseBind(Refusal(decision: .deny(
+                        rule: decision.rule,
+                        reason: "this statement needs approval, and its values are too large to be shown to a reviewer (at most \(Self.maxReviewedValueBytes) bytes)")),
+                        bind, sql: sql, parameters: parameters)
+                }
                 return hold(
-                    decision, approval: controls.evaluation?.approval, text: sql, parameters: parameters,
+                    decision, approval: controls.approval ?? controls.evaluation?.approval, text: sql, parameters: values.shown,
+                    exactParameters: values.exact,
                     onRefused: { refusal in self.refuseBind(refusal, bind, sql: sql, parameters: parameters) },
                     onApproved: { approval in
                         var approved = controls
@@ -708,8 +716,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         if overall.effect == .review {
+            // An EXECUTE or FETCH is decided as what it runs: the reviewer sees that too.
+            let resolved = zip(inspection.statements, decided).compactMap { original, runs -> String? in
+                original.text == runs.text ? nil : "\n-- \(Self.printable(String(original.text.prefix(60)))) runs: \(runs.text)"
+            }.joined()
             return hold(
                 overall, approval: SQLPolicyEvaluation(statements: evaluations).approval, text: sql, parameters: nil,
+                resolved: resolved.isEmpty ? nil : resolved,
                 onRefused: { refusal in self.refuse(refusal, statements: texts.map { ($0, nil) }, kind: "sql.query", now: .now) },
                 onApproved: { approval in
                     for index in controls.indices where controls[index].decision?.effect == .review { controls[index].decision = approval }
@@ -770,8 +783,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// statement then runs as approved, or is refused with the reviewer's reason, and the session
     /// goes on either way. A held statement never outlives its session: closing abandons it.
     private func hold(
-        _ decision: Decision, approval: ApprovalRequirement?, text: String, parameters: [String?]?,
-        onRefused: @escaping (Refusal) -> Void, onApproved: @escaping (Decision) -> Void
+        _ decision: Decision, approval: ApprovalRequirement?, text: String, parameters: [String?]?, exactParameters: [String?]? = nil,
+        resolved: String? = nil, onRefused: @escaping (Refusal) -> Void, onApproved: @escaping (Decision) -> Void
     ) {
         guard let context, let principal, let target else { return }
         guard let board = environment.reviews else {
@@ -783,8 +796,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         updateClientReading()
         let request = ReviewRequest(
             session: sessionID, connection: target.name, protocolName: "postgres",
-            operation: Self.describe(sql: text, parameters: parameters), intent: Self.intent(in: text) ?? applicationIntent,
-            digest: ReviewDigest.of(protocolName: "postgres", connection: target.name, principal: principal, operation: text, parameters: parameters),
+            operation: Self.describe(sql: text, parameters: parameters) + (resolved ?? ""), intent: Self.intent(in: text) ?? applicationIntent,
+            digest: ReviewDigest.of(
+                protocolName: "postgres", connection: target.name, principal: principal, operation: text + (resolved ?? ""),
+                parameters: exactParameters ?? parameters),
             requester: principal, client: client, decision: decision,
             approvals: approval?.approvals ?? 1, approverGroups: approval?.approverGroups ?? [])
         let resume = { (body: () -> Void) in
@@ -817,7 +832,18 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             if let key = self.cancelKey { self.environment.cancels.hold(key, review: review.id) }
             self.writeToClient(Self.waitingNotice(review, decision: decision, timeout: board.settings.timeout))
             self.context?.flush()
-            context.eventLoop.makeFutureWithTask { await board.wait(review.id) }.assumeIsolated().whenSuccess { outcome in
+            let client = self.client
+            context.eventLoop.makeFutureWithTask { () -> ReviewOutcome in
+                let outcome = await board.wait(review.id)
+                // Claimed for its one run before it is sent: abandoned in the meantime (the
+                // client left or cancelled, the gateway is stopping), it does not run.
+                if case .approved(let approved) = outcome, approved.digest == request.digest {
+                    guard await board.executed(approved.id, client: client) else {
+                        return .refused(await board.review(approved.id) ?? approved)
+                    }
+                }
+                return outcome
+            }.assumeIsolated().whenSuccess { outcome in
                 self.heldReview = nil
                 if let key = self.cancelKey { self.environment.cancels.release(key) }
                 // A closed session abandoned the review when it closed.
@@ -828,8 +854,6 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                     resume {
                         onApproved(.allow(rule: "review:\(approved.id)", reason: "approved by \(names) (\(decision.rule.map { "rule \($0)" } ?? "review"))"))
                     }
-                    let client = self.client
-                    Task { await board.executed(approved.id, client: client) }
                 case .approved(let other):
                     resume { onRefused(Refusal(decision: .deny(rule: "review:\(other.id)", reason: "the approval is for another operation"))) }
                 case .refused(let closed):
@@ -837,6 +861,37 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
         }
+    }
+
+    static let maxReviewedValueBytes = 64 * 1024
+
+    /// A Bind's values for a review: as the reviewer reads them (text values whole, binary ones
+    /// decoded by type and in hex) and exactly (format and every byte, for the digest). Nil when
+    /// they are too large to show.
+    static func reviewedValues(_ bind: FrontendMessage.Bind, parameterTypes: [UInt32]) -> (shown: [String?], exact: [String?])? {
+        var total = 0
+        var shown: [String?] = []
+        var exact: [String?] = []
+        for (index, value) in bind.parameters.enumerated() {
+            let formats = bind.parameterFormats
+            let binary = formats.count == 1 ? formats[0] == 1 : (index < formats.count && formats[index] == 1)
+            guard let value else {
+                shown.append(nil)
+                exact.append(nil)
+                continue
+            }
+            total += value.readableBytes
+            guard total <= maxReviewedValueBytes else { return nil }
+            let hex = BinaryValue.hex(value)
+            exact.append((binary ? "b:" : "t:") + hex)
+            if binary {
+                let type = index < parameterTypes.count ? parameterTypes[index] : 0
+                shown.append(BinaryValue.text(value, typeOID: type) + " (binary \(hex))")
+            } else {
+                shown.append(String(decoding: value.readableBytesView, as: UTF8.self))
+            }
+        }
+        return (shown, exact)
     }
 
     static func waitingNotice(_ review: Review, decision: Decision, timeout: Duration) -> PostgresFrame {
@@ -882,6 +937,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 statement: single ? decided.statements[0] : nil, evaluation: single ? decided.evaluations[0] : nil,
                 decision: decided.overall)
             controls.description = RowDescriptionBox()
+            controls.approval = SQLPolicyEvaluation(statements: decided.evaluations).approval
             if single, let original = inspection.statements.first {
                 controls.sessionEffect = Self.changesSessionState(original) ? original : nil
                 if original.kind == .cursor, original.innerStatement == nil { controls.cursorName = original.objectName }

@@ -18,6 +18,8 @@ struct StatementControls: Sendable {
     var sessionEffect: SQLStatement?
     /// FETCH or MOVE on a SQL cursor: its rows count toward one limit per cursor.
     var cursorName: String?
+    /// What approving the statement takes, when it is held (every statement of its text counted).
+    var approval: ApprovalRequirement?
 
     init(statement: SQLStatement? = nil, evaluation: PolicyEvaluation? = nil, decision: Decision? = nil) {
         self.statement = statement

@@ -32,6 +32,10 @@ public struct Review: Sendable, Codable, Equatable {
         public var subject: String
         public var issuer: String
         public var email: String?
+
+        var principal: Principal {
+            Principal(subject: subject, email: email, groups: [], issuer: issuer, authMethod: .oidc)
+        }
         public var time: Date
         public var comment: String?
     }
@@ -118,12 +122,25 @@ public struct ReviewRefusal: Error, Sendable, Equatable, CustomStringConvertible
 
 /// What makes a reviewer eligible: pure, so it can be tested on its own.
 public enum ReviewEligibility {
+    /// One person: the same subject at the same issuer, or the same email (a person with accounts
+    /// at two issuers is still one person).
+    public static func samePerson(_ a: Principal, _ b: Principal) -> Bool {
+        if a.issuer == b.issuer && a.subject == b.subject { return true }
+        if let first = a.email?.lowercased(), let second = b.email?.lowercased(), !first.isEmpty, first == second { return true }
+        return false
+    }
+
     /// Nil when `approver` may approve or deny `review`, else why not.
     public static func refusal(for approver: Principal, on review: Review) -> ReviewRefusal? {
         if approver.agent != nil {
             return ReviewRefusal(.agent, "agents cannot decide reviews; a person must (the token names agent \(approver.agent!))")
         }
-        if approver.issuer == review.requester.issuer && approver.subject == review.requester.subject {
+        // A service account's key is no person: with one, someone could approve their own
+        // request, or count twice.
+        if approver.authMethod != .oidc {
+            return ReviewRefusal(.agent, "reviews are decided by people signed in with the identity provider, not with an API key")
+        }
+        if samePerson(approver, review.requester) {
             return ReviewRefusal(.ownRequest, "\(approver.subject) requested review \(review.id) and cannot decide it")
         }
         for groups in review.approverGroups where !groups.contains(where: approver.groups.contains) {

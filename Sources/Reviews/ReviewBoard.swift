@@ -82,6 +82,10 @@ public actor ReviewBoard {
     /// Pending and approved-not-yet-run reviews; closed ones live only in the store.
     private var active: [String: Review] = [:]
     private var waiters: [String: [CheckedContinuation<ReviewOutcome, Never>]] = [:]
+    /// Reviews being opened (their first record is being written), counted against the limits.
+    private var opening: [String: Int] = [:]
+    /// The gateway is stopping: nothing new is held, nothing more is approved.
+    private var stopping = false
 
     public init(store: ReviewStore, settings: ReviewSettings, logger: Logger, record: @escaping Recorder, notify: @escaping Notifier = { _ in }) {
         self.store = store
@@ -96,7 +100,7 @@ public actor ReviewBoard {
 
     /// What a previous run left open can no longer run: its client is gone with that process.
     public func closeLeftovers() async {
-        let left = ((try? store.reviews(state: .pending)) ?? []) + ((try? store.reviews(state: .approved)) ?? [])
+        let left = ((try? store.reviews(state: .pending, limit: Int.max)) ?? []) + ((try? store.reviews(state: .approved, limit: Int.max)) ?? [])
         for var review in left where review.kind == .operation || review.state == .pending {
             let reason = "the gateway restarted while the review was \(review.state.rawValue)"
             review.state = review.kind == .access ? .expired : .abandoned
@@ -107,6 +111,7 @@ public actor ReviewBoard {
 
     /// The gateway is stopping: nothing held may run later.
     public func abandonAll(reason: String) async {
+        stopping = true
         for id in active.keys.sorted() {
             await abandon(id, reason: reason)
         }
@@ -117,13 +122,8 @@ public actor ReviewBoard {
     /// Opens a review for an operation. Throws when it cannot be recorded (the operation must then
     /// be refused) or when too many are open.
     public func open(_ request: ReviewRequest) async throws -> Review {
-        guard active.count < settings.maxOpen else {
-            throw ReviewRefusal(.invalid, "too many reviews are waiting on this gateway")
-        }
-        let mine = active.values.filter { $0.requester.subject == request.requester.subject && $0.requester.issuer == request.requester.issuer }
-        guard mine.count < settings.maxOpenPerRequester else {
-            throw ReviewRefusal(.invalid, "\(request.requester.subject) already has \(mine.count) reviews waiting")
-        }
+        try reserve(request.requester)
+        defer { release(request.requester) }
         let now = Date()
         var groups = request.approverGroups.filter { !$0.isEmpty }
         if !settings.approverGroups.isEmpty { groups.insert(settings.approverGroups, at: 0) }
@@ -147,10 +147,8 @@ public actor ReviewBoard {
         guard (1...settings.maxGrantMinutes).contains(minutes) else {
             throw ReviewRefusal(.invalid, "access can be asked for 1 to \(settings.maxGrantMinutes) minutes")
         }
-        let pendingAccess = active.values.filter { $0.kind == .access && $0.requester.subject == requester.subject }
-        guard pendingAccess.count < settings.maxOpenPerRequester, active.count < settings.maxOpen else {
-            throw ReviewRefusal(.invalid, "too many access requests are waiting")
-        }
+        try reserve(requester)
+        defer { release(requester) }
         let now = Date()
         let operation = "access to \(connection) for \(minutes) minutes" + (includeAgents ? ", agents acting for \(requester.subject) included" : "")
         let review = Review(
@@ -163,6 +161,28 @@ public actor ReviewBoard {
             grantMinutes: minutes, grantIncludesAgents: includeAgents)
         try await start(review, client: client)
         return review
+    }
+
+    /// Counts a review being opened against the limits before its first await, so many sessions
+    /// opening at once cannot pass them together.
+    private func reserve(_ requester: Principal) throws {
+        guard !stopping else { throw ReviewRefusal(.invalid, "the gateway is stopping") }
+        let key = requester.issuer + "\u{0}" + requester.subject
+        guard active.count + opening.values.reduce(0, +) < settings.maxOpen else {
+            throw ReviewRefusal(.invalid, "too many reviews are waiting on this gateway")
+        }
+        let mine = active.values.filter { $0.requester.subject == requester.subject && $0.requester.issuer == requester.issuer }.count
+            + opening[key, default: 0]
+        guard mine < settings.maxOpenPerRequester else {
+            throw ReviewRefusal(.invalid, "\(requester.subject) already has \(mine) reviews waiting")
+        }
+        opening[key, default: 0] += 1
+    }
+
+    private func release(_ requester: Principal) {
+        let key = requester.issuer + "\u{0}" + requester.subject
+        opening[key, default: 1] -= 1
+        if opening[key] == 0 { opening[key] = nil }
     }
 
     private func start(_ review: Review, client: ClientInfo) async throws {
@@ -207,9 +227,11 @@ public actor ReviewBoard {
         }
     }
 
-    /// The approved operation was forwarded: the review is done, and cannot be used again.
-    public func executed(_ id: String, client: ClientInfo) async {
-        guard var review = active[id], review.state == .approved else { return }
+    /// Claims an approved review for its one run, recorded before the operation is sent: false
+    /// when it was abandoned in the meantime (the client left, the gateway is stopping), and then
+    /// the operation must not run.
+    public func executed(_ id: String, client: ClientInfo) async -> Bool {
+        guard var review = active[id], review.state == .approved else { return false }
         review.state = .executed
         review.closedAt = Date()
         active[id] = nil
@@ -217,6 +239,7 @@ public actor ReviewBoard {
         let names = review.approvals.map(\.subject).joined(separator: ", ")
         try? await record(stepRecord(review, step: "executed", actor: review.requester, client: client,
                                      decision: .allow(rule: "review:\(id)", reason: "approved by \(names); the operation was sent")))
+        return true
     }
 
     /// The client left, cancelled, or the gateway stops: the operation will never run.
@@ -264,16 +287,27 @@ public actor ReviewBoard {
         if let digest, digest.lowercased() != review.digest {
             throw ReviewRefusal(.digestMismatch, "review \(id) is for another operation than the one approved (digest mismatch)")
         }
-        review.approvals.append(.init(subject: approver.subject, issuer: approver.issuer, email: approver.email, time: Date(), comment: comment))
-        let complete = review.approvals.count >= review.approvalsRequired
-        let count = "\(review.approvals.count) of \(review.approvalsRequired)"
+        guard !stopping else { throw ReviewRefusal(.closed, "the gateway is stopping") }
+        if review.approvals.contains(where: { ReviewEligibility.samePerson($0.principal, approver) }) {
+            throw ReviewRefusal(.alreadyApproved, "\(approver.subject) has already approved review \(id); it needs another approver")
+        }
+        let approval = Review.Approval(subject: approver.subject, issuer: approver.issuer, email: approver.email, time: Date(), comment: comment)
+        let count = "\(review.approvals.count + 1) of \(review.approvalsRequired)"
         do {
             try await record(stepRecord(review, step: "approved", actor: approver, client: client,
                                         decision: .allow(rule: "review:\(id)", reason: "approved by \(approver.subject) (\(count))" + (comment.map { ": \($0)" } ?? ""))))
         } catch {
             throw ReviewRefusal(.auditUnavailable, "the approval could not be recorded, so it was not taken")
         }
-        guard active[id]?.state == .pending else { throw ReviewRefusal(.closed, "review \(id) closed while the approval was recorded") }
+        // Others may have decided while the approval was being recorded: add it to the review as
+        // it is now, not to the copy read before.
+        guard let current = active[id], current.state == .pending else { throw ReviewRefusal(.closed, "review \(id) closed while the approval was recorded") }
+        review = current
+        guard !review.approvals.contains(where: { ReviewEligibility.samePerson($0.principal, approver) }) else {
+            throw ReviewRefusal(.alreadyApproved, "\(approver.subject) has already approved review \(id)")
+        }
+        review.approvals.append(approval)
+        let complete = review.approvals.count >= review.approvalsRequired
         if complete {
             if review.kind == .access {
                 return try await grant(review, client: client)
@@ -316,7 +350,8 @@ public actor ReviewBoard {
         } catch {
             throw ReviewRefusal(.auditUnavailable, "the denial could not be recorded, so it was not taken")
         }
-        guard active[id]?.state == .pending else { throw ReviewRefusal(.closed, "review \(id) closed while the denial was recorded") }
+        guard let current = active[id], current.state == .pending else { throw ReviewRefusal(.closed, "review \(id) closed while the denial was recorded") }
+        review = current
         review.state = .denied
         review.closedAt = Date()
         review.closedBy = approver.subject

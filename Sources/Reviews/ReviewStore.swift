@@ -64,7 +64,8 @@ public final class ReviewStore: Sendable {
 
     /// Newest first.
     public func reviews(state: Review.State? = nil, limit: Int = 200) throws -> [Review] {
-        try queue.read { db in
+        let limit = min(limit, Int(Int32.max))
+        return try queue.read { db in
             if let state {
                 return try String.fetchAll(db, sql: "SELECT body FROM reviews WHERE state = ? ORDER BY created_ms DESC LIMIT ?", arguments: [state.rawValue, limit])
             }

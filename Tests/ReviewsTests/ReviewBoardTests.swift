@@ -54,7 +54,7 @@ struct ReviewBoardTests {
         _ = try await board.approve(review.id, by: Self.bob, client: ClientInfo(), comment: "ok", digest: review.digest)
         guard case .approved(let approved) = await outcome else { Issue.record("not approved"); return }
         #expect(approved.approvals.map(\.subject) == ["bob"])
-        await board.executed(review.id, client: ClientInfo())
+        #expect(await board.executed(review.id, client: ClientInfo()))
         #expect(trail.kinds == ["review.requested", "review.approved", "review.executed"])
         let approval = trail.records.withLockedValue { $0[1] }
         #expect(approval.principal?.subject == "bob")
@@ -86,6 +86,52 @@ struct ReviewBoardTests {
             }
         }
         #expect(await board.review(review.id)?.approvals.isEmpty == true)
+    }
+
+    @Test func aServiceKeyOrTheSamePersonAtAnotherIssuerCannotApprove() async throws {
+        let board = try Self.board(Trail())
+        let requester = Principal(subject: "alice", email: "alice@example.com", groups: ["dev"], issuer: "idp", authMethod: .oidc)
+        let review = try await board.open(Self.request(requester))
+        let key = Principal(subject: "ci-bot", groups: ["dba"], issuer: "gatehouse:api-key", authMethod: .apiKey)
+        let aliceElsewhere = Principal(subject: "a.smith", email: "Alice@Example.com", groups: ["dba"], issuer: "other-idp", authMethod: .oidc)
+        for approver in [key, aliceElsewhere] {
+            await #expect(throws: ReviewRefusal.self) {
+                try await board.approve(review.id, by: approver, client: ClientInfo(), comment: nil, digest: nil)
+            }
+        }
+        // One person with two accounts counts once toward two approvals.
+        let twice = try await board.open(Self.request(approvals: 2))
+        let bobElsewhere = Principal(subject: "robert", email: "bob@example.com", groups: ["dba"], issuer: "other-idp", authMethod: .oidc)
+        let bobHere = Principal(subject: "bob", email: "bob@example.com", groups: ["dba"], issuer: "idp", authMethod: .oidc)
+        _ = try await board.approve(twice.id, by: bobHere, client: ClientInfo(), comment: nil, digest: nil)
+        await #expect(throws: ReviewRefusal.self) {
+            try await board.approve(twice.id, by: bobElsewhere, client: ClientInfo(), comment: nil, digest: nil)
+        }
+    }
+
+    @Test func concurrentApprovalsAreAllKept() async throws {
+        let board = try Self.board(Trail())
+        let review = try await board.open(Self.request(approvals: 3))
+        let approvers = ["bob", "carol", "dora"].map { Principal(subject: $0, groups: ["dba"], issuer: "idp", authMethod: .oidc) }
+        await withTaskGroup(of: Void.self) { group in
+            for approver in approvers {
+                group.addTask { _ = try? await board.approve(review.id, by: approver, client: ClientInfo(), comment: nil, digest: nil) }
+            }
+        }
+        guard case .approved(let approved) = await board.wait(review.id) else { Issue.record("not approved"); return }
+        #expect(Set(approved.approvals.map(\.subject)) == ["bob", "carol", "dora"])
+    }
+
+    @Test func anApprovedReviewAbandonedBeforeItsRunCannotBeClaimed() async throws {
+        let board = try Self.board(Trail())
+        let review = try await board.open(Self.request())
+        _ = try await board.approve(review.id, by: Self.bob, client: ClientInfo(), comment: nil, digest: nil)
+        await board.abandon(review.id, reason: "the client disconnected")
+        #expect(await board.executed(review.id, client: ClientInfo()) == false)
+        let other = try await board.open(Self.request(sql: "DELETE FROM orders WHERE id = 9"))
+        _ = try await board.approve(other.id, by: Self.bob, client: ClientInfo(), comment: nil, digest: nil)
+        #expect(await board.executed(other.id, client: ClientInfo()))
+        #expect(await board.executed(other.id, client: ClientInfo()) == false, "one run only")
     }
 
     @Test func aRuleAskingForTwoApprovalsRunsOnlyAfterTheSecondFromAnotherPerson() async throws {
