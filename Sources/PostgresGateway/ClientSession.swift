@@ -886,7 +886,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             exact.append((binary ? "b:" : "t:") + hex)
             if binary {
                 let type = index < parameterTypes.count ? parameterTypes[index] : 0
-                shown.append(BinaryValue.text(value, typeOID: type) + " (binary \(hex))")
+                // Small values decoded by type; larger ones (which the decoder would cut) in full hex.
+                shown.append(value.readableBytes <= StatementTracker.maxValueBytes / 2 ? BinaryValue.text(value, typeOID: type) : hex)
             } else {
                 shown.append(String(decoding: value.readableBytesView, as: UTF8.self))
             }
