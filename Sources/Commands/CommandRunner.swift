@@ -11,6 +11,9 @@ import Foundation
 private func systemPipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
 @_silgen_name("posix_spawn_file_actions_addchdir_np")
 private func systemAddChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ path: UnsafePointer<CChar>) -> Int32
+// glibc 2.34: close every descriptor from this one up in the child, before exec.
+@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
+private func systemAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
 
 /// One run of a command-line tool: the executable and its whole argument list (fixed leading
 /// arguments and the caller's), the environment it gets (nothing inherited), what it reads on
@@ -74,7 +77,9 @@ public struct CommandResult: Sendable, Equatable {
 /// chatty tool never blocks on a full pipe, and bounded.
 public enum CommandRunner {
     public static func run(_ spec: CommandSpec) async -> CommandResult {
-        await withCheckedContinuation { continuation in
+        // A tool that closes its input early must cost the gateway an EPIPE, not its life.
+        ignoreBrokenPipes
+        return await withCheckedContinuation { continuation in
             // Blocking system calls: on a thread of their own, never on a Swift concurrency thread.
             Thread.detachNewThread {
                 continuation.resume(returning: runBlocking(spec))
@@ -82,22 +87,27 @@ public enum CommandRunner {
         }
     }
 
+    private static let ignoreBrokenPipes: Void = {
+        signal(SIGPIPE, SIG_IGN)
+    }()
+
     static func runBlocking(_ spec: CommandSpec) -> CommandResult {
         let started = ContinuousClock.now
         func failed(_ reason: String) -> CommandResult {
             CommandResult(ending: .failedToStart(reason), stdout: [], stderr: [], duration: ContinuousClock.now - started)
         }
         var environment = spec.environment
-        var secretDirectory: String?
-        defer { if let secretDirectory { removeDirectory(secretDirectory) } }
-        if !spec.files.isEmpty {
-            guard let directory = makePrivateDirectory() else { return failed("cannot create a private directory for the credential files") }
-            secretDirectory = directory
-            for (index, (name, content)) in spec.files.sorted(by: { $0.key < $1.key }).enumerated() {
-                let path = "\(directory)/\(index)-\(name.lowercased())"
-                guard writePrivateFile(path, content) else { return failed("cannot write a credential file") }
-                environment[name] = path
-            }
+        // Every run gets a private directory (0700): the credential files live there, and it is
+        // where the tool runs unless told otherwise, so it starts among nothing of the gateway's.
+        guard let privateDirectory = makePrivateDirectory() else { return failed("cannot create a private directory for the run") }
+        defer { removeDirectory(privateDirectory) }
+        let secretsDirectory = privateDirectory + "/credentials"
+        let workDirectory = privateDirectory + "/work"
+        guard mkdir(secretsDirectory, 0o700) == 0, mkdir(workDirectory, 0o700) == 0 else { return failed("cannot create a private directory for the run") }
+        for (index, (name, content)) in spec.files.sorted(by: { $0.key < $1.key }).enumerated() {
+            let path = "\(secretsDirectory)/\(index)-\(name.lowercased())"
+            guard writePrivateFile(path, content) else { return failed("cannot write a credential file") }
+            environment[name] = path
         }
 
         var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
@@ -113,8 +123,12 @@ public enum CommandRunner {
         posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
-        if let directory = spec.workingDirectory {
-            _ = systemAddChdir(&actions, directory)
+        _ = systemAddChdir(&actions, spec.workingDirectory ?? workDirectory)
+        // Nothing of the gateway's reaches the tool: not its listening sockets, not its clients'
+        // connections, not its upstream connections (NIO does not mark them close-on-exec).
+        guard systemAddCloseFrom(&actions, 3) == 0 else {
+            for fd in stdinPipe + stdoutPipe + stderrPipe { close(fd) }
+            return failed("cannot isolate the tool from the gateway's descriptors")
         }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -151,13 +165,14 @@ public enum CommandRunner {
         var stdout: [UInt8] = [], stderr: [UInt8] = []
         var input = spec.input[...]
         var inputFD: Int32 = stdinPipe[1]
+        _ = fcntl(inputFD, F_SETFL, O_NONBLOCK)
         if input.isEmpty { close(inputFD); inputFD = -1 }
-        _ = fcntl(stdinPipe[1], F_SETFL, O_NONBLOCK)
         var openOutputs: [Int32] = [stdoutPipe[0], stderrPipe[0]]
         let deadline = started + spec.timeout
         var ending: CommandResult.Ending?
         var status: Int32 = 0
         var reaped = false
+        var exitedAt: ContinuousClock.Instant?
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
 
         while ending == nil {
@@ -166,16 +181,25 @@ public enum CommandRunner {
                 ending = .timedOut
                 break
             }
-            if openOutputs.isEmpty && inputFD < 0 {
-                // Both outputs closed: wait for the exit, still within the deadline.
+            if !reaped {
                 let result = waitpid(pid, &status, WNOHANG)
-                if result == pid { reaped = true; break }
+                if result == pid || (result < 0 && errno == ECHILD) {
+                    reaped = true
+                    exitedAt = .now
+                }
+            }
+            // The tool has exited: what it left behind may hold its output open (a daemon, a
+            // process that left the group); the output already written is read briefly, then the
+            // run is over.
+            if let exitedAt, openOutputs.isEmpty || ContinuousClock.now - exitedAt > .milliseconds(200) { break }
+            if openOutputs.isEmpty && inputFD < 0 {
                 usleep(5000)
                 continue
             }
             var fds = openOutputs.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             if inputFD >= 0 { fds.append(pollfd(fd: inputFD, events: Int16(POLLOUT), revents: 0)) }
-            let milliseconds = Int32(clamping: max(1, min(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000, 1000)))
+            // Short waits: the loop also watches for the tool's exit.
+            let milliseconds = Int32(clamping: max(1, min(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000, 50)))
             let ready = poll(&fds, nfds_t(fds.count), milliseconds)
             if ready < 0 {
                 if errno == EINTR { continue }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 @testable import Commands
@@ -56,6 +59,29 @@ struct CommandRunnerTests {
         let result = await CommandRunner.run(CommandSpec(executable: "/usr/bin/yes", arguments: ["y"], maxOutputBytes: 10_000))
         #expect(result.ending == .outputTooLarge)
         #expect(result.stdout.count + result.stderr.count == 10_000)
+    }
+
+    @Test func theToolInheritsNoDescriptorOfTheGateway() async throws {
+        // A descriptor of this process without close-on-exec, as NIO's sockets are.
+        let leaked = open("/dev/null", O_RDONLY)
+        defer { close(leaked) }
+        #expect(leaked > 2)
+        let result = await CommandRunner.run(CommandSpec(executable: "/bin/sh", arguments: ["-c", "ls /proc/$$/fd"]))
+        #expect(String(decoding: result.stdout, as: UTF8.self).split(separator: "\n") == ["0", "1", "2"])
+    }
+
+    @Test func theToolStartsInAnEmptyPrivateDirectory() async {
+        let result = await CommandRunner.run(CommandSpec(executable: "/bin/sh", arguments: ["-c", "ls -A; stat -c %a .."]))
+        #expect(String(decoding: result.stdout, as: UTF8.self) == "700\n")
+    }
+
+    @Test func aToolThatExitsWhileSomethingItStartedHoldsItsOutputEndsPromptly() async {
+        let started = ContinuousClock.now
+        let result = await CommandRunner.run(CommandSpec(
+            executable: "/bin/sh", arguments: ["-c", "setsid sleep 3 & echo done"], timeout: .seconds(10)))
+        #expect(result.ending == .exited(0))
+        #expect(String(decoding: result.stdout, as: UTF8.self) == "done\n")
+        #expect(ContinuousClock.now - started < .seconds(2.5))
     }
 
     @Test func aMissingExecutableSaysSo() async {
