@@ -437,8 +437,14 @@ public enum ConfigLoader {
             workingDirectory: section.string("working_directory").map(reader.resolvePath),
             timeoutSeconds: section.int("timeout_seconds", in: 1...3600) ?? 30,
             maxOutputBytes: section.int("max_output_bytes", in: 1024...(64 << 20)) ?? 1 << 20,
-            maxInputBytes: section.int("max_input_bytes", in: 0...(64 << 20)) ?? 1 << 20)
-        let overlap = Set(options.environment.keys).intersection(options.secrets.keys).union(Set(options.secrets.keys).intersection(options.secretFiles.keys))
+            maxInputBytes: section.int("max_input_bytes", in: 0...(64 << 20)) ?? 1 << 20,
+            forbiddenOptions: section.strings("forbidden_options") ?? [],
+            maxConcurrent: section.int("max_concurrent", in: 1...1000) ?? 8)
+        for option in options.forbiddenOptions where !option.hasPrefix("-") || option == "-" || option == "--" {
+            reader.report(line: section.lineOf("forbidden_options"), "\(path).command.forbidden_options: '\(option)' is not an option (like --server or -s)")
+        }
+        let names = [Set(options.environment.keys), Set(options.secrets.keys), Set(options.secretFiles.keys)]
+        let overlap = names[0].intersection(names[1]).union(names[0].intersection(names[2])).union(names[1].intersection(names[2]))
         for name in overlap.sorted() {
             reader.report(line: section.line, "\(path).command sets \(name) twice")
         }

@@ -211,6 +211,11 @@ public struct GatehouseConfig: Sendable {
             /// stdout and stderr together; beyond it the run is stopped.
             public var maxOutputBytes: Int
             public var maxInputBytes: Int
+            /// Options a caller may never pass (`--server`, `-s`, `--kubeconfig`): the fixed
+            /// arguments and credentials cannot be overridden from the caller's side.
+            public var forbiddenOptions: [String]
+            /// Runs of this tool at once; more are refused (429).
+            public var maxConcurrent: Int
         }
 
         /// The credential an HTTP connection adds to every forwarded request.

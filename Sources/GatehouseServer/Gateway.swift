@@ -362,7 +362,8 @@ extension Gateway {
                 secrets: options.secrets.mapValues { reference in { try reference.resolve() } },
                 secretFiles: options.secretFiles.mapValues { reference in { try reference.resolve() } },
                 workingDirectory: options.workingDirectory, timeout: .seconds(options.timeoutSeconds),
-                maxOutputBytes: options.maxOutputBytes, maxInputBytes: options.maxInputBytes)
+                maxOutputBytes: options.maxOutputBytes, maxInputBytes: options.maxInputBytes,
+                forbiddenOptions: options.forbiddenOptions, maxConcurrent: options.maxConcurrent)
         }
     }
 

@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import Identity
 import Masking
+import NIOConcurrencyHelpers
 import NIOCore
 import Policy
 import Reviews
@@ -25,12 +26,18 @@ public struct CommandTarget: Sendable {
     public var timeout: Duration
     public var maxOutputBytes: Int
     public var maxInputBytes: Int
+    public var forbiddenOptions: [String]
+    /// Runs in progress, against `maxConcurrent`.
+    let running: RunCounter
 
     public init(
         name: String, access: ConnectionAccess, executable: String, arguments: [String] = [], environment: [String: String] = [:],
         secrets: [String: @Sendable () throws -> String] = [:], secretFiles: [String: @Sendable () throws -> String] = [:],
-        workingDirectory: String? = nil, timeout: Duration = .seconds(30), maxOutputBytes: Int = 1 << 20, maxInputBytes: Int = 1 << 20
+        workingDirectory: String? = nil, timeout: Duration = .seconds(30), maxOutputBytes: Int = 1 << 20, maxInputBytes: Int = 1 << 20,
+        forbiddenOptions: [String] = [], maxConcurrent: Int = 8
     ) {
+        self.forbiddenOptions = forbiddenOptions
+        self.running = RunCounter(limit: maxConcurrent)
         self.name = name
         self.access = access
         self.executable = executable
@@ -43,6 +50,43 @@ public struct CommandTarget: Sendable {
         self.maxOutputBytes = maxOutputBytes
         self.maxInputBytes = maxInputBytes
     }
+}
+
+/// How many runs of one connection are in progress.
+final class RunCounter: Sendable {
+    private let count = NIOLockedValueBox(0)
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func enter() -> Bool {
+        count.withLockedValue { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func leave() { count.withLockedValue { $0 -= 1 } }
+}
+
+/// An option the caller may not pass, in any of the forms a getopt-style tool reads: `--server`,
+/// `--server=x`, an unambiguous abbreviation (`--serv`), `-s`, `-sx`.
+func forbiddenOption(in arguments: [String], forbidden: [String]) -> String? {
+    for argument in arguments where argument.hasPrefix("-") && argument != "-" {
+        if argument == "--" { return nil }  // the rest are operands
+        for option in forbidden {
+            if option.hasPrefix("--") {
+                guard argument.hasPrefix("--") else { continue }
+                let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+                if name == option || (name.count >= 4 && option.hasPrefix(name)) { return option }
+            } else if !argument.hasPrefix("--"), let letter = option.dropFirst().first {
+                // A cluster of short options (`-vs x`) carries the letter too.
+                if argument.dropFirst().contains(letter) { return option }
+            }
+        }
+    }
+    return nil
 }
 
 /// What a caller sends to `POST /c/NAME/exec`.
@@ -111,6 +155,11 @@ extension HTTPProxy {
             return try await refuse(&exchange, .contentTooLarge, "stdin is larger than \(target.maxInputBytes) bytes",
                                     decision: .deny(rule: "body", reason: "stdin too large"), errorCode: "input-too-large")
         }
+        if let option = forbiddenOption(in: call.args, forbidden: target.forbiddenOptions) {
+            return try await refuse(&exchange, .forbidden, "the option \(option) may not be passed to \(target.name)",
+                                    decision: .deny(rule: "connection:\(target.name):options", reason: "\(option) is a forbidden option of \(target.name)"),
+                                    errorCode: "forbidden-option")
+        }
         let commandLine = Self.commandLine([target.executable] + target.arguments + call.args)
         exchange.overrideText = commandLine
         if let intent = call.intent { exchange.intent = intent.truncated(toUTF8Bytes: 1024).text }
@@ -145,6 +194,15 @@ extension HTTPProxy {
         }
         HTTPMetrics.count("allow")
 
+        guard target.running.enter() else {
+            recordCommandResult(exchange, event: requestEvent, started: started, status: "not started", errorCode: "busy",
+                                error: "\(target.running.limit) runs of this tool are in progress", stdout: "", stderr: "", truncated: false)
+            var response = try ProblemResponse.make(.tooManyRequests, "\(target.running.limit) runs of \(target.name) are in progress; try again shortly",
+                                                    connection: target.name)
+            response.headers[.retryAfter] = "1"
+            return response
+        }
+        defer { target.running.leave() }
         var environment = target.environment
         var files: [String: String] = [:]
         var secretValues: [String] = []

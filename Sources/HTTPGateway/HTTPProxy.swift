@@ -106,7 +106,7 @@ public final class HTTPProxy: Sendable {
             exchange.principal = principal
         }
 
-        if let (command, rest) = commandRoute(request) {
+        if !isHostRouted(request), let (command, rest) = commandRoute(request) {
             return try await runCommand(request, &exchange, target: command, rest: rest, context: context)
         }
         guard let (target, rawPath) = route(request) else {
@@ -319,6 +319,10 @@ public final class HTTPProxy: Sendable {
 
     /// The connection and the rest of the raw path: a configured Host name takes the whole path,
     /// otherwise `/c/NAME/rest`.
+    private func isHostRouted(_ request: Request) -> Bool {
+        request.head.authority.map { targetsByHost[Self.hostName($0)] != nil } ?? false
+    }
+
     private func commandRoute(_ request: Request) -> (CommandTarget, Substring)? {
         let rawPath = Self.rawPath(request.head.path ?? "/")
         guard rawPath.hasPrefix("/c/") else { return nil }

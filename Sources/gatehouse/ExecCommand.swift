@@ -49,7 +49,11 @@ struct ExecCommand: AsyncParsableCommand {
         var body: [String: Any] = ["args": arguments]
         if input { body["stdin"] = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
         if let intent { body["intent"] = intent }
-        var request = HTTPClientRequest(url: base + "/c/" + (connection.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? connection) + "/exec")
+        // Connection names are letters, digits, '-' and '_': nothing to encode, nothing to inject.
+        guard !connection.isEmpty, connection.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+            throw fail("'\(connection)' is not a connection name")
+        }
+        var request = HTTPClientRequest(url: base + "/c/" + connection + "/exec")
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(bearer)")
         request.headers.add(name: "Content-Type", value: "application/json")

@@ -30,7 +30,7 @@ http:
 reviews:
   approvers: [approvers]
 connections:
-  - name: tool
+  - name: fake-tool
     type: command
     command:
       executable: {sys.executable}
@@ -43,12 +43,13 @@ connections:
         TOOL_KEY_FILE: file:{key_file}
       timeout_seconds: 1
       max_output_bytes: 65536
+      forbidden_options: [--config-file, -c]
     allow:
       groups: [dev]
 policy:
   rules:
     - name: tool-reads
-      connections: [tool]
+      connections: [fake-tool]
       effect: allow
       command:
         args: ["show *", "echo", "spawn *", "flood", "fail", "report *"]
@@ -62,7 +63,7 @@ policy:
         args: ["delete *"]
     - name: pii
       effect: mask
-      connections: [tool]
+      connections: [fake-tool]
       detectors: [email, ssn]
       strategy: redact
 {extra_rules}
@@ -82,12 +83,12 @@ def token(gw, subject="alice", groups="dev", actor: str | None = "claude-code") 
 
 
 def run(gw, *args: str, who: str | None = None, stdin: str | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
-    command = [*(["--input"] if stdin is not None else []), "--config", str(gw.config), "--token", who or token(gw), "tool", "--", *args]
+    command = [*(["--input"] if stdin is not None else []), "--config", str(gw.config), "--token", who or token(gw), "fake-tool", "--", *args]
     return gatehouse("exec", *command, input=stdin) if stdin is not None else gatehouse("exec", *command)
 
 
 def exec_json(gw, args: list[str], who: str | None = None, **extra) -> requests.Response:
-    return requests.post(gw.http_url + "/c/tool/exec", json={"args": args, **extra},
+    return requests.post(gw.http_url + "/c/fake-tool/exec", json={"args": args, **extra},
                          headers={"Authorization": f"Bearer {who or token(gw)}"}, timeout=60)
 
 
@@ -113,7 +114,7 @@ def test_the_tool_gets_the_credentials_and_the_caller_never_sees_them(gw):
 
     [request] = events_of(gw, "command.exec")
     assert request["principal"]["subject"] == "alice" and request["principal"]["actors"][0]["subject"] == "claude-code"
-    assert request["connection"] == "tool"
+    assert request["connection"] == "fake-tool"
     assert request["operation"]["text"].endswith("fake_tool.py show --all 'a b'")
     assert request["decision"]["rule"] == "tool-reads"
     [outcome] = events_of(gw, "command.result")
@@ -139,13 +140,17 @@ def test_arguments_the_policy_refuses_never_run(gw):
     assert denied.returncode == 1 and "rule no-exec denies command 'exec rm -rf /'" in denied.stderr
     unlisted = exec_json(gw, ["drop-everything"])
     assert unlisted.status_code == 403 and unlisted.json()["rule"] == "policy:allow-list"
+    for forbidden in (["show", "--config-file=/etc/passwd"], ["show", "--config-f", "x"], ["show", "-vc", "x"]):
+        r = exec_json(gw, forbidden)
+        assert r.status_code == 403 and r.json()["rule"] == "connection:fake-tool:options", forbidden
     bad = exec_json(gw, ["show", "a\u0000b"])
     assert bad.status_code == 400
     outsider = exec_json(gw, ["show"], who=token(gw, subject="mallory", groups="sales"))
-    assert outsider.status_code == 403 and outsider.json()["rule"] == "connection:tool:allow"
+    assert outsider.status_code == 403 and outsider.json()["rule"] == "connection:fake-tool:allow"
     refused = [e for e in events_of(gw, "command.exec") if e["decision"]["effect"] == "deny"]
-    assert {e["decision"]["rule"] for e in refused} >= {"no-exec", "policy:allow-list", "connection:tool:allow"}
+    assert {e["decision"]["rule"] for e in refused} >= {"no-exec", "policy:allow-list", "connection:fake-tool:allow"}
     assert not events_of(gw, "command.result", timeout=0.5), "nothing ran"
+    assert exec_json(gw, ["show", "--", "-c"]).status_code == 200, "after -- it is an operand"
 
 
 def test_a_tool_that_outlives_its_timeout_is_killed_with_its_children(gw, workdir):
@@ -172,7 +177,7 @@ def test_output_larger_than_the_cap_is_cut_and_said(gw):
 
 def test_a_run_the_policy_sends_to_review_waits_for_approval(gw):
     process = subprocess.Popen(
-        [str(BINARY), "exec", "--config", str(gw.config), "--token", token(gw), "tool", "--", "delete", "old"],
+        [str(BINARY), "exec", "--config", str(gw.config), "--token", token(gw), "fake-tool", "--", "delete", "old"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     bob = token(gw, subject="bob", groups="approvers", actor=None)
     deadline = time.time() + 15
