@@ -150,6 +150,10 @@ public enum ConfigLoader {
             publicURL: mcpSection?.url("public_url")?.absoluteString.trimmingCharacters(in: CharacterSet(charactersIn: "/")),
             callTimeoutSeconds: mcpSection?.int("call_timeout_seconds", in: 1...86_400) ?? reviews.timeoutSeconds + 60)
         mcpSection?.finish()
+        if mcp.enabled, mcp.publicURL == nil, let listen = http.listen, listen.host == "0.0.0.0" || listen.host == "::" {
+            reader.report(line: mcpSection?.line ?? httpSection?.lineOf("listen") ?? 1,
+                          "the MCP server needs mcp.public_url (how clients reach \(listen)), or mcp.enabled: false")
+        }
         if http.listen == nil, let command = connections.first(where: { $0.kind == .command }) {
             reader.report(line: command.line, "command connection \(command.name) is served on the HTTP listener (POST /c/\(command.name)/exec); set http.listen")
         }

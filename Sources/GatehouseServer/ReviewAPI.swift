@@ -96,9 +96,7 @@ struct ReviewAPI {
     }
 
     private func canSee(_ review: Review, _ principal: Principal) -> Bool {
-        if review.requester.subject == principal.subject && review.requester.issuer == principal.issuer { return true }
-        return principal.agent == nil
-            && (isApprover(principal) || review.approverGroups.contains { $0.contains(where: principal.groups.contains) })
+        ReviewEligibility.canSee(review, principal, approverGroups: board.settings.approverGroups)
     }
 
     /// Verifies the bearer token; a failure is recorded and answered 401, like every endpoint.

@@ -459,10 +459,7 @@ public final class HTTPProxy: Sendable {
                                              decision: .deny(rule: decision.rule, reason: "needs approval; \(message)"), errorCode: "review-unavailable"))
         }
         // The client leaving (connection closed, or its sending side shut) abandons the review.
-        let channel = context.channel
-        let hangup = channel.eventLoop.flatSubmit {
-            (try? channel.pipeline.syncOperations.handler(type: HangupWatcher.self).hangup) ?? channel.closeFuture
-        }
+        let hangup = Self.hangup(of: context)
         let id = review.id
         hangup.whenComplete { _ in Task { await reviews.abandon(id, reason: "the client disconnected") } }
         switch await reviews.wait(review.id) {
@@ -484,6 +481,15 @@ public final class HTTPProxy: Sendable {
                 + (closed.closeReason ?? closed.state.rawValue)
             return .refused(try await refuse(&exchange, .forbidden, reason, decision: .deny(rule: "review:\(closed.id)", reason: reason),
                                              errorCode: "review-\(closed.state.rawValue)"))
+        }
+    }
+
+    /// Completes when the client of this request has gone: its connection closed, or its sending
+    /// side shut.
+    public static func hangup(of context: HTTPGatewayContext) -> EventLoopFuture<Void> {
+        let channel = context.channel
+        return channel.eventLoop.flatSubmit {
+            (try? channel.pipeline.syncOperations.handler(type: HangupWatcher.self).hangup) ?? channel.closeFuture
         }
     }
 

@@ -69,6 +69,22 @@ struct LoopbackPostgres: Sendable {
             throw Failure.connection("the gateway's PostgreSQL listener cannot be reached")
         }
         defer { channel.close(promise: nil) }
+        // A cancelled call (its MCP client left) closes the session: a held statement's review is
+        // abandoned and nothing runs later.
+        return try await withTaskCancellationHandler {
+            try await converse(channel: channel, events: events, continuation: continuation, tls: tlsContext != nil, connection: connection,
+                               user: user, token: token, application: application, sql: sql, maxRows: maxRows, maxBytes: maxBytes,
+                               deadline: deadline, onNotice: onNotice)
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+
+    private func converse(
+        channel: Channel, events: AsyncStream<Event>, continuation: AsyncStream<Event>.Continuation, tls: Bool, connection: String,
+        user: String, token: String, application: String, sql: String, maxRows: Int, maxBytes: Int, deadline: Duration,
+        onNotice: @escaping @Sendable (ErrorFields) -> Void
+    ) async throws -> Outcome {
         let timeout = Task {
             try await Task.sleep(for: deadline)
             continuation.yield(.failed("no answer within \(deadline)"))
@@ -84,7 +100,7 @@ struct LoopbackPostgres: Sendable {
             .init(name: "user", value: user), .init(name: "database", value: connection),
             .init(name: "application_name", value: application), .init(name: "client_encoding", value: "UTF8"),
         ])
-        if tlsContext != nil {
+        if tls {
             send { PostgresEncoder.sslRequest(into: &$0) }
         } else {
             send { PostgresEncoder.startup(startup, into: &$0) }
@@ -135,7 +151,11 @@ struct LoopbackPostgres: Sendable {
                 let row = values.map { $0.map { String(buffer: $0) } }
                 let size = row.reduce(0) { $0 + ($1?.utf8.count ?? 0) }
                 if current!.rows.count >= maxRows || bytes + size > maxBytes {
+                    // Enough for one tool result: the rest is not read (closing the session ends
+                    // the statement), so a huge result costs no more than the rows kept.
                     outcome.truncated = true
+                    if let statement = current { outcome.statements.append(statement) }
+                    return outcome
                 } else {
                     bytes += size
                     current!.rows.append(row)
@@ -154,6 +174,7 @@ struct LoopbackPostgres: Sendable {
                 break
             }
         }
+        try Task.checkCancellation()
         throw Failure.connection("the gateway closed the connection")
     }
 

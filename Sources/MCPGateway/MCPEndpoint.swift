@@ -92,8 +92,12 @@ public final class MCPEndpoint: Sendable {
     let logger: Logger
     let loopbackClient: HTTPClient
     private let sessions = MCPSessions()
-    /// The peer address, passed from the HTTP request to the tool handlers.
+    /// Tool calls in progress by HTTP request, so a client that leaves takes its call with it.
+    let calls = RunningCalls()
+    /// The peer address and an id of the HTTP request, passed to the tool handlers (the SDK
+    /// hands them the request, not its connection).
     static let peerHeader = "x-gatehouse-mcp-peer"
+    static let requestHeader = "x-gatehouse-mcp-request"
 
     public init(settings: MCPSettings, verifier: TokenVerifier, auditLog: AuditLog, reviews: ReviewBoard?, ports: LoopbackPorts, logger: Logger) {
         self.settings = settings
@@ -150,11 +154,17 @@ public final class MCPEndpoint: Sendable {
 
         let body = request.method == .post ? try await request.body.collect(upTo: 4 << 20) : ByteBuffer()
         var headers: [String: String] = [:]
-        for field in request.headers where field.name.canonicalName != Self.peerHeader {
+        for field in request.headers where field.name.canonicalName != Self.peerHeader && field.name.canonicalName != Self.requestHeader {
             let name = field.name.canonicalName
             headers[name] = headers[name].map { $0 + ", " + field.value } ?? field.value
         }
         headers[Self.peerHeader] = client.address ?? ""
+        // A held call must not outlive its client: when the connection goes, its call is cancelled
+        // (closing the loopback connection, which abandons the review).
+        let requestID = UUID().uuidString
+        headers[Self.requestHeader] = requestID
+        let calls = self.calls
+        HTTPProxy.hangup(of: context).whenComplete { _ in calls.cancel(requestID) }
         let mcpRequest = MCP.HTTPRequest(
             method: request.method.rawValue, headers: headers, body: body.readableBytes > 0 ? Data(buffer: body) : nil, path: path)
         let answer = await sessions.handle(mcpRequest, principal: principal) { sessionID in
@@ -203,8 +213,11 @@ actor MCPSessions {
     }
 
     private var sessions: [String: Session] = [:]
+    /// Sessions being made (counted against the limit before the await that makes them).
+    private var starting = 0
     static let idleLimit: Duration = .seconds(3600)
     static let maxSessions = 1000
+    static let maxSessionsPerOwner = 20
 
     static func owner(_ principal: Principal) -> String {
         ([principal.issuer, principal.subject] + principal.actors.map(\.subject)).joined(separator: "\u{0}")
@@ -227,17 +240,31 @@ actor MCPSessions {
             }
             return answer
         }
-        guard request.method.uppercased() == "POST", let body = request.body,
-              let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any], object["method"] as? String == "initialize" else {
+        guard request.method.uppercased() == "POST", let body = request.body else {
             return .error(statusCode: 400, .invalidRequest("Bad Request: the MCP-Session-Id header is required"))
         }
-        guard sessions.count < Self.maxSessions else {
+        guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else {
+            return .error(statusCode: 400, .parseError("the body is not a JSON-RPC message"))
+        }
+        guard object["method"] as? String == "initialize" else {
+            return .error(statusCode: 400, .invalidRequest("Bad Request: the MCP-Session-Id header is required"))
+        }
+        let owner = Self.owner(principal)
+        // One identity cannot take every session: past its share, its least recently used goes.
+        let mine = sessions.filter { $0.value.owner == owner }.sorted { $0.value.lastUsed < $1.value.lastUsed }
+        if mine.count >= Self.maxSessionsPerOwner, let (oldest, session) = mine.first {
+            sessions[oldest] = nil
+            Task { await session.server.stop() }
+        }
+        guard sessions.count + starting < Self.maxSessions else {
             return .error(statusCode: 503, .internalError("too many MCP sessions"))
         }
         let id = UUID().uuidString.lowercased()
+        starting += 1
+        defer { starting -= 1 }
         do {
             let (server, transport) = try await makeServer(id)
-            sessions[id] = Session(server: server, transport: transport, owner: Self.owner(principal), lastUsed: .now)
+            sessions[id] = Session(server: server, transport: transport, owner: owner, lastUsed: .now)
             let answer = await transport.handleRequest(request)
             if case .error = answer {
                 sessions[id] = nil
@@ -261,6 +288,23 @@ actor MCPSessions {
             sessions[id] = nil
             Task { await session.server.stop() }
         }
+    }
+}
+
+/// Cancels, by HTTP request, the tool calls whose client has gone.
+final class RunningCalls: Sendable {
+    private let cancels = NIOLockedValueBox<[String: @Sendable () -> Void]>([:])
+
+    func start(_ request: String, cancel: @escaping @Sendable () -> Void) {
+        cancels.withLockedValue { $0[request] = cancel }
+    }
+
+    func finish(_ request: String) {
+        _ = cancels.withLockedValue { $0.removeValue(forKey: request) }
+    }
+
+    func cancel(_ request: String) {
+        if let cancel = cancels.withLockedValue({ $0.removeValue(forKey: request) }) { cancel() }
     }
 }
 

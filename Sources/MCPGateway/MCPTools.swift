@@ -69,7 +69,12 @@ extension MCPEndpoint {
                     return ()
                 }
             }
-            return try await self.call(params, caller: caller, progress: progress ?? { _ in })
+            // Run as a task of its own, cancelled if the client's connection goes.
+            let requestID = Server.currentHandlerContext?.httpContext?.header(Self.requestHeader)
+            let call = Task { try await self.call(params, caller: caller, progress: progress ?? { _ in }) }
+            if let requestID { self.calls.start(requestID) { call.cancel() } }
+            defer { if let requestID { self.calls.finish(requestID) } }
+            return try await withTaskCancellationHandler { try await call.value } onCancel: { call.cancel() }
         }
         try await server.start(transport: transport) { info, _ in clientInfo.set(info) }
         return (server, transport)
@@ -174,6 +179,15 @@ extension MCPEndpoint {
                 structured: ["error": .string(problem.message)], summary: problem.message, isError: true,
                 decision: .deny(rule: "mcp", reason: problem.message), connection: arguments["connection"]?.stringValue,
                 operation: "\(params.name) (refused: \(problem.message))")
+        } catch {
+            // Not a tool result (an unknown tool, a call whose client left): recorded all the same.
+            let why = error is CancellationError ? "the client left before the call ended" : "\(error)"
+            auditLog.appendEventually(AuditRecord(
+                node: settings.node, session: caller.session, principal: caller.principal, client: caller.client,
+                connection: arguments["connection"]?.stringValue,
+                operation: .init(kind: "mcp.call", text: "\(params.name) (\(why))".truncated(toUTF8Bytes: 4096).text),
+                decision: .deny(rule: "mcp", reason: why), outcome: .init(status: "error", error: why)))
+            throw error
         }
         let text = Self.encode(outcome.structured)
         // One event per tool call: who, what they said they were doing, what ran, what came back (masked).
@@ -273,10 +287,14 @@ extension MCPEndpoint {
     func query(_ arguments: [String: Value], caller: Caller, progress: @escaping @Sendable (String) -> Void) async throws -> ToolOutcome {
         let connection = try connection(arguments, .postgres, caller: caller)
         guard let sql = try string(arguments, "sql"), !sql.isEmpty else { throw ToolProblem(message: "'sql' must not be empty") }
+        // The wire carries SQL as a C string: a NUL would run less than what is recorded.
+        guard !sql.utf8.contains(0) else { throw ToolProblem(message: "'sql' must not contain a NUL character") }
         var text = sql
         if let intent = try string(arguments, "intent", required: false) {
-            // The gateway reads a leading intent comment; what closes a comment cannot be in it.
-            let clean = String(intent.replacingOccurrences(of: "*/", with: "* /").unicodeScalars.map { $0 == "\n" || $0 == "\r" ? " " : Character($0) }).truncated(toUTF8Bytes: 500).text
+            // The gateway reads a leading intent comment; what opens or closes a comment (they
+            // nest in PostgreSQL) cannot be in it.
+            let flat = String(intent.unicodeScalars.map { $0 == "\n" || $0 == "\r" || $0 == "\u{0}" ? " " : Character($0) })
+            let clean = flat.replacingOccurrences(of: "*/", with: "* /").replacingOccurrences(of: "/*", with: "/ *").truncated(toUTF8Bytes: 500).text
             text = "/* intent: \(clean) */ " + sql
         }
         let outcome = try await runSQL(text, connection: connection.name, caller: caller, progress: progress)
@@ -406,7 +424,18 @@ extension MCPEndpoint {
             throw ToolProblem(message: "the gateway's HTTP listener could not be reached")
         }
         let object = (try? JSONSerialization.jsonObject(with: Data(answer.readableBytesView))) as? [String: Any] ?? [:]
-        let structured = (try? JSONDecoder().decode(Value.self, from: Data(answer.readableBytesView))) ?? .object([:])
+        var structured = (try? JSONDecoder().decode(Value.self, from: Data(answer.readableBytesView))) ?? .object([:])
+        // One tool result carries at most maxResultBytes of output; the rest is cut and said.
+        if var fields = structured.objectValue {
+            let half = settings.maxResultBytes / 2
+            for key in ["stdout", "stderr"] {
+                if let text = fields[key]?.stringValue, text.utf8.count > half {
+                    fields[key] = .string(text.truncated(toUTF8Bytes: half).text)
+                    fields["truncated"] = .string("the output is longer than a tool result carries (\(settings.maxResultBytes) bytes)")
+                }
+            }
+            structured = .object(fields)
+        }
         let status = Int(response.status.code)
         let commandLine = strings.joined(separator: " ")
         guard status == 200 else {
@@ -425,8 +454,7 @@ extension MCPEndpoint {
 
     func reviewStatus(_ arguments: [String: Value], caller: Caller) async throws -> ToolOutcome {
         guard let id = try string(arguments, "review"), let reviews, let review = await reviews.review(id),
-              review.requester.subject == caller.principal.subject && review.requester.issuer == caller.principal.issuer
-                || (caller.principal.agent == nil && caller.principal.groups.contains(where: reviews.settings.approverGroups.contains)) else {
+              ReviewEligibility.canSee(review, caller.principal, approverGroups: reviews.settings.approverGroups) else {
             throw ToolProblem(message: "no review \(arguments["review"]?.stringValue ?? "") that you may see")
         }
         var result: [String: Value] = [
@@ -448,7 +476,7 @@ extension MCPEndpoint {
             var told: Set<String> = []
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(500))
-                for review in await reviews.reviews(state: .pending, limit: 50) where review.session == session && !told.contains(review.id) {
+                for review in await reviews.reviews(state: .pending, limit: 1000) where review.session == session && !told.contains(review.id) {
                     told.insert(review.id)
                     progress("waiting for approval: review \(review.id), approve with `gatehouse reviews approve \(review.id)`")
                 }

@@ -130,6 +130,14 @@ public enum ReviewEligibility {
         return false
     }
 
+    /// Who may see a review: its requester, and people who could decide it (the gateway's
+    /// approvers, or those of one of its rules).
+    public static func canSee(_ review: Review, _ principal: Principal, approverGroups: [String]) -> Bool {
+        if review.requester.subject == principal.subject && review.requester.issuer == principal.issuer { return true }
+        return principal.agent == nil
+            && (principal.groups.contains(where: approverGroups.contains) || review.approverGroups.contains { $0.contains(where: principal.groups.contains) })
+    }
+
     /// Nil when `approver` may approve or deny `review`, else why not.
     public static func refusal(for approver: Principal, on review: Review) -> ReviewRefusal? {
         if approver.agent != nil {

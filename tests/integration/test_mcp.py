@@ -229,3 +229,40 @@ def test_malformed_json_rpc_gets_a_json_rpc_error(gw):
     headers = {"Authorization": f"Bearer {agent}", "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     r = requests.post(gw.http_url + "/mcp", data="{not json", headers=headers, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["code"] in (-32700, -32600)
+
+
+def test_a_held_call_never_outlives_its_mcp_client(gw, pg):
+    """The client leaves while its UPDATE waits for approval: the review is closed as abandoned,
+    and approving it afterwards runs nothing."""
+    name = "mcp_gone_" + secrets.token_hex(3)
+    pg.psql(f"CREATE TABLE {name} (id int, note text); INSERT INTO {name} VALUES (1, 'old')", user="gh_scram")
+    script = f"""
+import asyncio, httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+async def main():
+    http = httpx2.AsyncClient(headers={{"Authorization": "Bearer {token(gw)}"}}, timeout=httpx2.Timeout(300))
+    async with Client(streamable_http_client("{gw.http_url}/mcp", http_client=http)) as client:
+        await client.call_tool("query", {{"connection": "app", "sql": "UPDATE {name} SET note = 'new'"}})
+asyncio.run(main())
+"""
+    import subprocess
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    bob = token(gw, subject="bob", groups="approvers", actor=None)
+    deadline = time.time() + 30
+    while not (pending := requests.get(gw.url + "/v1/reviews?state=pending", headers={"Authorization": f"Bearer {bob}"},
+                                       timeout=10).json()["reviews"]):
+        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() is not None else "no review"
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    deadline = time.time() + 10
+    while True:
+        state = requests.get(gw.url + f"/v1/reviews/{pending[0]['id']}", headers={"Authorization": f"Bearer {bob}"}, timeout=10).json()["state"]
+        if state == "abandoned" or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert state == "abandoned"
+    late = gatehouse("reviews", "approve", pending[0]["id"], "--config", str(gw.config), "--token", bob)
+    assert late.returncode == 1
+    assert pg.psql(f"SELECT note FROM {name}", user="gh_scram").strip() == "old"
