@@ -79,7 +79,7 @@ func forbiddenOption(in arguments: [String], forbidden: [String]) -> String? {
             if option.hasPrefix("--") {
                 guard argument.hasPrefix("--") else { continue }
                 let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
-                if name == option || (name.count >= 4 && option.hasPrefix(name)) { return option }
+                if name == option || (name.count >= 3 && option.hasPrefix(name)) { return option }
             } else if !argument.hasPrefix("--"), let letter = option.dropFirst().first {
                 // A cluster of short options (`-vs x`) carries the letter too.
                 if argument.dropFirst().contains(letter) { return option }

@@ -88,8 +88,8 @@ struct ReviewsCommand: AsyncParsableCommand {
             if reviews.isEmpty { printError("no \(state == "all" ? "" : state + " ")reviews") }
             for review in reviews {
                 let who = (review["agent"] as? String).map { "\($0) for \(review["requester"] as? String ?? "?")" } ?? (review["requester"] as? String ?? "?")
-                let operation = (review["operation"] as? String ?? "").replacingOccurrences(of: "\n", with: " ")
-                print("\(review["id"] as? String ?? "?")  \(review["state"] as? String ?? "?")  \(review["connection"] as? String ?? "?")  \(who)  \(approvals(review))  \(operation.prefix(100))")
+                let operation = terminalSafe(review["operation"] as? String ?? "").replacingOccurrences(of: "\n", with: " ")
+                print(terminalSafe("\(review["id"] as? String ?? "?")  \(review["state"] as? String ?? "?")  \(review["connection"] as? String ?? "?")  \(who)  \(approvals(review))  ") + operation.prefix(160) + (operation.count > 160 ? " …" : ""))
             }
         }
     }
@@ -227,6 +227,21 @@ struct AccessCommand: AsyncParsableCommand {
     }
 }
 
+/// What an agent wrote, made safe for a reviewer's terminal: control characters (escape
+/// sequences, carriage returns) and bidirectional overrides shown as code points, not obeyed.
+func terminalSafe(_ text: String) -> String {
+    var out = ""
+    for scalar in text.unicodeScalars {
+        let bidi = (0x202A...0x202E).contains(scalar.value) || (0x2066...0x2069).contains(scalar.value)
+        if scalar == "\n" || scalar == "\t" || (scalar.value >= 0x20 && scalar.value != 0x7F && !(0x80...0x9F).contains(scalar.value) && !bidi) {
+            out.unicodeScalars.append(scalar)
+        } else {
+            out += String(format: "\\u{%04X}", scalar.value)
+        }
+    }
+    return out
+}
+
 private func approvals(_ review: [String: Any]) -> String {
     "\((review["approvals"] as? [Any])?.count ?? 0)/\(review["approvals_required"] as? Int ?? 1)"
 }
@@ -245,9 +260,9 @@ private func describe(_ review: [String: Any]) {
     let keys = ["id", "kind", "state", "connection", "requester", "agent", "rule", "reason", "intent", "approvals_required",
                 "created_at", "expires_at", "closed_at", "closed_by", "close_reason", "digest", "session"]
     for key in keys {
-        if let value = review[key] { print("\(key): \(value)") }
+        if let value = review[key] { print("\(key): " + terminalSafe("\(value)")) }
     }
     let approvals = (review["approvals"] as? [[String: Any]] ?? []).map { "\($0["subject"] ?? "?") at \($0["time"] ?? "?")" }
     print("approvals: \(approvals.isEmpty ? "none" : approvals.joined(separator: "; "))")
-    print("operation:\n  " + (review["operation"] as? String ?? "").replacingOccurrences(of: "\n", with: "\n  "))
+    print("operation:\n  " + terminalSafe(review["operation"] as? String ?? "").replacingOccurrences(of: "\n", with: "\n  "))
 }
