@@ -45,12 +45,11 @@ struct CommandRunnerTests {
 
     @Test func aToolThatOutlivesItsTimeoutIsKilledWithItsChildren() async throws {
         let marker = NSTemporaryDirectory() + "gatehouse-child-\(UUID().uuidString)"
-        let started = ContinuousClock.now
         let result = await CommandRunner.run(CommandSpec(
             executable: "/bin/sh", arguments: ["-c", "(sleep 4; touch \(marker)) & sleep 30"], timeout: .milliseconds(500)))
         #expect(result.ending == .timedOut)
-        // Generous: the suite runs many tests at once on two cores.
-        #expect(ContinuousClock.now - started < .seconds(3.5))
+        // Measured by the runner: the suite's other tests can keep this task from resuming.
+        #expect(result.duration < .seconds(3.5))
         try await Task.sleep(for: .seconds(4.5))
         #expect(!FileManager.default.fileExists(atPath: marker), "the background child was killed with its group")
     }
@@ -76,12 +75,11 @@ struct CommandRunnerTests {
     }
 
     @Test func aToolThatExitsWhileSomethingItStartedHoldsItsOutputEndsPromptly() async {
-        let started = ContinuousClock.now
         let result = await CommandRunner.run(CommandSpec(
             executable: "/bin/sh", arguments: ["-c", "setsid sleep 3 & echo done"], timeout: .seconds(10)))
         #expect(result.ending == .exited(0))
         #expect(String(decoding: result.stdout, as: UTF8.self) == "done\n")
-        #expect(ContinuousClock.now - started < .seconds(2.5))
+        #expect(result.duration < .seconds(2.5))
     }
 
     @Test func aMissingExecutableSaysSo() async {
