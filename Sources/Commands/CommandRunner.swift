@@ -29,11 +29,18 @@ public struct CommandSpec: Sendable {
     public var timeout: Duration
     /// stdout and stderr together; past it the run is stopped.
     public var maxOutputBytes: Int
+    /// Called on the runner's thread with each piece of output as it is read, in order.
+    public var onOutput: (@Sendable (CommandOutputStream, [UInt8]) -> Void)?
+    /// Set from anywhere to stop the run (its caller has gone).
+    public var cancellation: CommandCancellation?
 
     public init(
         executable: String, arguments: [String], environment: [String: String] = [:], files: [String: String] = [:],
-        workingDirectory: String? = nil, input: [UInt8] = [], timeout: Duration = .seconds(30), maxOutputBytes: Int = 1 << 20
+        workingDirectory: String? = nil, input: [UInt8] = [], timeout: Duration = .seconds(30), maxOutputBytes: Int = 1 << 20,
+        onOutput: (@Sendable (CommandOutputStream, [UInt8]) -> Void)? = nil, cancellation: CommandCancellation? = nil
     ) {
+        self.onOutput = onOutput
+        self.cancellation = cancellation
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
@@ -45,6 +52,29 @@ public struct CommandSpec: Sendable {
     }
 }
 
+public enum CommandOutputStream: String, Sendable {
+    case stdout, stderr
+}
+
+/// A flag the runner looks at while the tool runs: once set, the tool and its group are killed.
+public final class CommandCancellation: Sendable {
+    private let flag = ManagedAtomicFlag()
+
+    public init() {}
+
+    public func cancel() { flag.set() }
+    public var isCancelled: Bool { flag.isSet }
+}
+
+/// A lock-protected boolean (no atomics package needed).
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
+
 /// How the run ended.
 public struct CommandResult: Sendable, Equatable {
     public enum Ending: Sendable, Equatable {
@@ -54,6 +84,8 @@ public struct CommandResult: Sendable, Equatable {
         case timedOut
         /// Killed, with its group, when its output passed the cap.
         case outputTooLarge
+        /// Killed, with its group, because its caller went away.
+        case cancelled
         /// It never ran; the reason is safe to show.
         case failedToStart(String)
     }
@@ -181,6 +213,10 @@ public enum CommandRunner {
                 ending = .timedOut
                 break
             }
+            if spec.cancellation?.isCancelled == true {
+                ending = .cancelled
+                break
+            }
             if !reaped {
                 let result = waitpid(pid, &status, WNOHANG)
                 if result == pid || (result < 0 && errno == ECHILD) {
@@ -223,8 +259,13 @@ public enum CommandRunner {
                 }
                 let count = read(entry.fd, &buffer, buffer.count)
                 if count > 0 {
-                    if entry.fd == stdoutPipe[0] { stdout += buffer[0..<count] } else { stderr += buffer[0..<count] }
-                    if stdout.count + stderr.count > spec.maxOutputBytes {
+                    let isStdout = entry.fd == stdoutPipe[0]
+                    // What passes the cap is neither kept nor handed on.
+                    let room = max(0, spec.maxOutputBytes - stdout.count - stderr.count)
+                    let piece = Array(buffer[0..<min(count, room)])
+                    if isStdout { stdout += piece } else { stderr += piece }
+                    if !piece.isEmpty { spec.onOutput?(isStdout ? .stdout : .stderr, piece) }
+                    if count > room {
                         ending = .outputTooLarge
                         break
                     }
@@ -244,11 +285,6 @@ public enum CommandRunner {
         if ending == nil {
             let signal = status & 0x7f
             ending = signal == 0 ? .exited((status >> 8) & 0xff) : .signalled(signal)
-        }
-        // Cut at the cap, keeping the two streams' proportions as they came.
-        if stdout.count + stderr.count > spec.maxOutputBytes {
-            let over = stdout.count + stderr.count - spec.maxOutputBytes
-            if stderr.count >= over { stderr.removeLast(over) } else { stdout.removeLast(over - stderr.count); stderr = [] }
         }
         return CommandResult(ending: ending!, stdout: stdout, stderr: stderr, duration: ContinuousClock.now - started)
     }

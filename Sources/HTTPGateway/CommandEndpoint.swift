@@ -220,27 +220,82 @@ extension HTTPProxy {
                                 error: "the connection's credential could not be read", stdout: "", stderr: "", truncated: false)
             return try ProblemResponse.make(.badGateway, "the gateway cannot run this connection's tool", connection: target.name)
         }
-        let result = await CommandRunner.run(CommandSpec(
+        // The caller leaving stops the run.
+        let cancellation = CommandCancellation()
+        Self.hangup(of: context).whenComplete { _ in cancellation.cancel() }
+        let masks = settings.policy.masks(principal: principal, connection: target.name)
+        var spec = CommandSpec(
             executable: target.executable, arguments: target.arguments + call.args, environment: environment, files: files,
-            workingDirectory: target.workingDirectory, input: input, timeout: target.timeout, maxOutputBytes: target.maxOutputBytes))
-
+            workingDirectory: target.workingDirectory, input: input, timeout: target.timeout, maxOutputBytes: target.maxOutputBytes,
+            cancellation: cancellation)
+        let finishedExchange = exchange
+        if Self.wantsStream(request) {
+            // Output as it comes, one JSON line per piece, masked piece by piece (values split
+            // across pieces included), then a last line with how it ended.
+            let (lines, continuation) = AsyncStream<ByteBuffer>.makeStream()
+            let outputs = StreamingOutput(secrets: secretValues, masks: masks, masker: settings.masker)
+            spec.onOutput = { stream, bytes in
+                let text = outputs.feed(stream, bytes)
+                if !text.isEmpty { continuation.yield(Self.line(["stream": .string(stream.rawValue), "data": .string(text)])) }
+            }
+            Task {
+                let result = await CommandRunner.run(spec)
+                for stream in [CommandOutputStream.stdout, .stderr] {
+                    let rest = outputs.finish(stream)
+                    if !rest.isEmpty { continuation.yield(Self.line(["stream": .string(stream.rawValue), "data": .string(rest)])) }
+                }
+                let (answer, _) = self.finishRun(result, target: target, exchange: finishedExchange, event: requestEvent, started: started,
+                                                 stdout: outputs.text(.stdout), stderr: outputs.text(.stderr), includeOutput: false)
+                continuation.yield(Self.line(answer))
+                continuation.finish()
+            }
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody(asyncSequence: lines))
+        }
+        let result = await CommandRunner.run(spec)
         // What leaves the gateway, and what the trail keeps: the tool's output with the
         // connection's own secrets replaced, then masked as the policy says.
         let scrubber = SecretScrubber(secrets: secretValues)
-        let masks = settings.policy.masks(principal: principal, connection: target.name)
         let stdout = mask(scrubber.scrub(String(decoding: result.stdout, as: UTF8.self)), masks: masks)
         let stderr = mask(scrubber.scrub(String(decoding: result.stderr, as: UTF8.self)), masks: masks)
+        let (answer, ran) = finishRun(result, target: target, exchange: finishedExchange, event: requestEvent, started: started,
+                                      stdout: stdout, stderr: stderr, includeOutput: true)
+        if !ran {
+            return try ProblemResponse.make(.badGateway, "the gateway could not start this connection's tool", connection: target.name)
+        }
+        return try ProblemResponse.json(answer)
+    }
+
+    static func wantsStream(_ request: Request) -> Bool {
+        request.headers[values: .accept].contains { $0.lowercased().contains("application/x-ndjson") }
+    }
+
+    static func line(_ object: [String: JSONValue]) -> ByteBuffer {
+        var buffer = (try? ProblemResponse.bytes(object)) ?? ByteBuffer(string: "{}\n")
+        // ProblemResponse ends documents with a newline already: one document, one line.
+        if buffer.readableBytesView.last != UInt8(ascii: "\n") { buffer.writeString("\n") }
+        return buffer
+    }
+
+    /// How the run ended, for the caller (JSON) and the trail (the result event). The second
+    /// value is false when the tool never started.
+    private func finishRun(
+        _ result: CommandResult, target: CommandTarget, exchange: Exchange, event: AuditEvent, started: ContinuousClock.Instant,
+        stdout: String, stderr: String, includeOutput: Bool
+    ) -> ([String: JSONValue], Bool) {
         var answer: [String: JSONValue] = [
             "connection": .string(target.name),
-            "stdout": .string(stdout),
-            "stderr": .string(stderr),
             "duration_ms": .number(Double(result.duration.components.seconds * 1000 + result.duration.components.attoseconds / 1_000_000_000_000_000)),
             "output_truncated": .bool(result.ending == .outputTooLarge),
             "timed_out": .bool(result.ending == .timedOut),
         ]
+        if includeOutput {
+            answer["stdout"] = .string(stdout)
+            answer["stderr"] = .string(stderr)
+        }
         let status: String
         var errorCode: String?
         var error: String?
+        var ran = true
         switch result.ending {
         case .exited(let code):
             answer["exit_code"] = .number(Double(code))
@@ -258,18 +313,20 @@ extension HTTPProxy {
             status = "output too large"
             errorCode = "output-too-large"
             error = "the tool's output passed \(target.maxOutputBytes) bytes; it was stopped and the output cut"
+        case .cancelled:
+            status = "cancelled"
+            errorCode = "cancelled"
+            error = "the caller went away; the tool was killed with its children"
         case .failedToStart(let reason):
             status = "not started"
             errorCode = "start-failed"
             error = reason
+            ran = false
         }
         if let error { answer["error"] = .string(error) }
-        recordCommandResult(exchange, event: requestEvent, started: started, status: status, errorCode: errorCode, error: error,
+        recordCommandResult(exchange, event: event, started: started, status: status, errorCode: errorCode, error: error,
                             stdout: stdout, stderr: stderr, truncated: result.ending == .outputTooLarge)
-        if case .failedToStart = result.ending {
-            return try ProblemResponse.make(.badGateway, "the gateway could not start this connection's tool", connection: target.name)
-        }
-        return try ProblemResponse.json(answer)
+        return (answer, ran)
     }
 
     private func mask(_ text: String, masks: [NamedMask]) -> String {
@@ -311,5 +368,124 @@ extension HTTPProxy {
             }
             return plain ? argument : "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
         }.joined(separator: " ")
+    }
+}
+
+/// Replaces secrets in a stream of bytes, a secret split across pieces included: the bytes that
+/// could still be the start of one are held until the next piece shows whether they are.
+struct StreamingScrubber {
+    private let secrets: [[UInt8]]
+    private let longest: Int
+    private var pending: [UInt8] = []
+
+    init(secrets: [String]) {
+        // As SecretScrubber: very short values would turn ordinary output into noise.
+        self.secrets = Array(Set(secrets.filter { $0.utf8.count >= 6 })).map { Array($0.utf8) }.sorted { $0.count > $1.count }
+        longest = self.secrets.first?.count ?? 0
+    }
+
+    mutating func feed(_ bytes: [UInt8]) -> [UInt8] {
+        guard longest > 0 else { return bytes }
+        pending += bytes
+        var out: [UInt8] = []
+        while true {
+            if let (index, secret) = firstSecret() {
+                out += pending[..<index]
+                out += Array("[credential]".utf8)
+                pending.removeFirst(index + secret.count)
+                continue
+            }
+            let safe = pending.count - (longest - 1)
+            if safe > 0 {
+                out += pending[..<safe]
+                pending.removeFirst(safe)
+            }
+            return out
+        }
+    }
+
+    mutating func finish() -> [UInt8] {
+        defer { pending = [] }
+        return pending
+    }
+
+    private func firstSecret() -> (Int, [UInt8])? {
+        guard !pending.isEmpty else { return nil }
+        for start in pending.indices {
+            for secret in secrets where pending.count - start >= secret.count && pending[start..<(start + secret.count)].elementsEqual(secret) {
+                return (start, secret)
+            }
+        }
+        return nil
+    }
+}
+
+/// stdout and stderr of one streamed run: each scrubbed, masked by detectors and cut at whole
+/// characters as it comes; the masked text kept (up to a cap) for the trail. Used from the
+/// runner's thread only, one piece at a time.
+final class StreamingOutput: @unchecked Sendable {
+    private struct Pipeline {
+        var scrubber: StreamingScrubber
+        var masker: TextStreamMasker?
+        var partial: [UInt8] = []
+        var kept = ""
+    }
+
+    private var pipelines: [CommandOutputStream: Pipeline] = [:]
+    private let keep = 1 << 20
+
+    init(secrets: [String], masks: [NamedMask], masker: ValueMasker) {
+        let rules = ResponseMaskRules.forResponses(masks)
+        for stream in [CommandOutputStream.stdout, .stderr] {
+            pipelines[stream] = Pipeline(
+                scrubber: StreamingScrubber(secrets: secrets),
+                masker: rules.flatMap { $0.detectors.isEmpty ? nil : TextStreamMasker(rules: $0, masker: masker) })
+        }
+    }
+
+    func feed(_ stream: CommandOutputStream, _ bytes: [UInt8]) -> String {
+        var pipeline = pipelines[stream]!
+        var out = pipeline.scrubber.feed(bytes)
+        if pipeline.masker != nil { out = (try? pipeline.masker!.feed(out)) ?? Array("[output withheld: it could not be masked]".utf8) }
+        let text = Self.wholeCharacters(&pipeline.partial, out)
+        pipeline.kept += text.prefix(max(0, keep - pipeline.kept.utf8.count))
+        pipelines[stream] = pipeline
+        return text
+    }
+
+    func finish(_ stream: CommandOutputStream) -> String {
+        var pipeline = pipelines[stream]!
+        var out = pipeline.scrubber.finish()
+        if pipeline.masker != nil {
+            out = ((try? pipeline.masker!.feed(out)) ?? []) + pipeline.masker!.finish()
+        }
+        let text = String(decoding: pipeline.partial + out, as: UTF8.self)
+        pipeline.partial = []
+        pipeline.kept += text.prefix(max(0, keep - pipeline.kept.utf8.count))
+        pipelines[stream] = pipeline
+        return text
+    }
+
+    func text(_ stream: CommandOutputStream) -> String { pipelines[stream]!.kept }
+
+    /// The bytes as text up to the last whole UTF-8 character; the rest waits for the next piece.
+    static func wholeCharacters(_ partial: inout [UInt8], _ bytes: [UInt8]) -> String {
+        let all = partial + bytes
+        var end = all.count
+        // Back over continuation bytes to the lead byte of the last character, and keep that
+        // character back if it is incomplete.
+        var index = all.count - 1
+        var continuation = 0
+        while index >= 0, all[index] & 0xC0 == 0x80, continuation < 3 {
+            continuation += 1
+            index -= 1
+        }
+        if index >= 0 {
+            let lead = all[index]
+            let length = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
+            if length > continuation + 1 { end = index }
+        }
+        partial = Array(all[end...])
+        return String(decoding: all[..<end], as: UTF8.self)
     }
 }

@@ -58,22 +58,38 @@ struct ExecCommand: AsyncParsableCommand {
         request.headers.add(name: "Authorization", value: "Bearer \(bearer)")
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "User-Agent", value: "gatehouse-cli")
+        // Output as the tool writes it: one JSON line per piece, then how it ended.
+        request.headers.add(name: "Accept", value: "application/x-ndjson")
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
-        let response: HTTPClientResponse
-        let bytes: ByteBuffer
+        var object: [String: Any] = [:]
         do {
             // Long enough for a review to be decided and the tool to run.
-            response = try await HTTPClient.shared.execute(request, timeout: .hours(2))
-            bytes = try await response.body.collect(upTo: 256 << 20)
+            let response = try await HTTPClient.shared.execute(request, timeout: .hours(2))
+            guard response.status.code == 200 else {
+                let bytes = try await response.body.collect(upTo: 1 << 20)
+                let problem = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any]
+                throw fail(problem?["detail"] as? String ?? "HTTP \(response.status.code)")
+            }
+            var pending: [UInt8] = []
+            for try await chunk in response.body {
+                pending += chunk.readableBytesView
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = Data(pending[..<newline])
+                    pending.removeFirst(newline + 1)
+                    guard let entry = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else { continue }
+                    if let data = entry["data"] as? String {
+                        let handle = entry["stream"] as? String == "stderr" ? FileHandle.standardError : FileHandle.standardOutput
+                        handle.write(Data(data.utf8))
+                    } else {
+                        object = entry
+                    }
+                }
+            }
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
             throw fail("cannot reach the gateway at \(base): \(error)")
         }
-        let object = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
-        guard response.status.code == 200 else {
-            throw fail(object["detail"] as? String ?? "HTTP \(response.status.code)")
-        }
-        FileHandle.standardOutput.write(Data((object["stdout"] as? String ?? "").utf8))
-        FileHandle.standardError.write(Data((object["stderr"] as? String ?? "").utf8))
         if let error = object["error"] as? String { printError("gatehouse: \(error)") }
         if object["timed_out"] as? Bool == true { throw ExitCode(124) }
         if let code = object["exit_code"] as? Int { throw ExitCode(Int32(code)) }

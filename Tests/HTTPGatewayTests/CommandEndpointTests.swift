@@ -31,4 +31,21 @@ struct CommandEndpointTests {
         #expect(HTTPProxy.commandLine(["/usr/bin/kubectl", "get", "pods", "-l", "app=web"]) == "/usr/bin/kubectl get pods -l app=web")
         #expect(HTTPProxy.commandLine(["tool", "a b", "it's", ""]) == #"tool 'a b' 'it'\''s' ''"#)
     }
+
+    @Test func aSecretSplitAcrossPiecesIsStillReplaced() {
+        var scrubber = StreamingScrubber(secrets: ["s3cr3t-value"])
+        var out: [UInt8] = []
+        for piece in ["token s3c", "r3t-va", "lue done, and s3cr3t-value again", " end"] { out += scrubber.feed(Array(piece.utf8)) }
+        out += scrubber.finish()
+        #expect(String(decoding: out, as: UTF8.self) == "token [credential] done, and [credential] again end")
+    }
+
+    @Test func textIsHandedOnInWholeCharacters() {
+        var partial: [UInt8] = []
+        let euro = Array("€".utf8)  // three bytes
+        #expect(StreamingOutput.wholeCharacters(&partial, Array("a".utf8) + euro.prefix(2)) == "a")
+        #expect(StreamingOutput.wholeCharacters(&partial, Array(euro.suffix(1)) + Array("b".utf8)) == "€b")
+        #expect(partial.isEmpty)
+    }
 }
+

@@ -52,7 +52,7 @@ policy:
       connections: [fake-tool]
       effect: allow
       command:
-        args: ["show *", "echo", "spawn *", "flood", "fail", "report *"]
+        args: ["show *", "echo", "spawn *", "flood", "fail", "report *", "slow"]
     - name: no-exec
       effect: deny
       command:
@@ -194,3 +194,27 @@ def test_a_run_the_policy_sends_to_review_waits_for_approval(gw):
     assert process.returncode == 0 and out == "delete: done\n", err
     [request] = [e for e in events_of(gw, "command.exec") if "delete old" in e["operation"]["text"]]
     assert request["decision"]["rule"] == f"review:{review['id']}"
+
+
+def test_output_can_stream_as_the_tool_writes_it(gw):
+    """With Accept: application/x-ndjson the output arrives piece by piece, still scrubbed and
+    masked (a credential or an email split across two pieces included), then how the run ended."""
+    started = time.time()
+    with requests.post(gw.http_url + "/c/fake-tool/exec", json={"args": ["slow"]}, stream=True, timeout=60,
+                       headers={"Authorization": f"Bearer {token(gw)}", "Accept": "application/x-ndjson"}) as r:
+        assert r.status_code == 200 and r.headers["Content-Type"] == "application/x-ndjson"
+        lines = []
+        for raw in r.iter_lines():
+            lines.append((time.time() - started, json.loads(raw)))
+    pieces = [entry for _, entry in lines if "data" in entry]
+    assert lines[0][0] < lines[-1][0] - 0.3, "the first piece came before the tool had finished"
+    stdout = "".join(p["data"] for p in pieces if p["stream"] == "stdout")
+    assert stdout == "first line\ntoken [credential]\nmail [redacted]\n", stdout
+    assert TOKEN_SECRET not in json.dumps(lines)
+    ending = lines[-1][1]
+    assert ending["exit_code"] == 0 and ending["timed_out"] is False
+    [outcome] = events_of(gw, "command.result")
+    assert json.loads(outcome["payload"])["stdout"] == stdout
+    # The CLI streams too.
+    cli = run(gw, "slow")
+    assert cli.returncode == 0 and cli.stdout == stdout

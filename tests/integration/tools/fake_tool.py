@@ -24,6 +24,13 @@ elif command == "spawn":
     time.sleep(60)
 elif command == "flood":
     sys.stdout.write("x" * 1_000_000)
+elif command == "slow":
+    # Output in pieces, a credential and an email split across two of them.
+    token = os.environ.get("TOOL_TOKEN", "")
+    for piece in ["first line\n", "token " + token[:5], token[5:] + "\n", "mail jane.", "doe@example.com\n"]:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        time.sleep(0.15)
 elif command == "fail":
     print("something went wrong", file=sys.stderr)
     sys.exit(3)
