@@ -11,7 +11,7 @@ BENCH_PACKAGES=(postgresql-15 postgresql-client-15 pgbouncer wrk nginx-light cur
 # test certificates, and the OIDC provider the identity tests use.
 # curl drives the HTTP gateway.
 TEST_PACKAGES=(sqlite3 glewlwyd dbconfig-sqlite3 postgresql-15 postgresql-client-15 libpostgresql-jdbc-java openjdk-17-jdk-headless openssl curl)
-PYTHON_PACKAGES=(pytest requests cryptography "psycopg[binary]" asyncpg "mcp>=1.20")
+PYTHON_PACKAGES=(pytest requests cryptography "psycopg[binary]" asyncpg "mcp==2.3.0")
 
 packages=("${BUILD_PACKAGES[@]}")
 case "${1:-}" in

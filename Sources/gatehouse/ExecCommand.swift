@@ -18,8 +18,7 @@ struct ExecCommand: AsyncParsableCommand {
     @Option(help: "The gateway's HTTP URL (default: from the configuration's http.listen).")
     var gateway: String?
 
-    @Option(help: "Bearer token (default: the GATEHOUSE_TOKEN environment variable).")
-    var token: String?
+    @OptionGroup var credential: TokenOption
 
     @Option(help: "Why you run it; recorded with the run.")
     var intent: String?
@@ -43,9 +42,7 @@ struct ExecCommand: AsyncParsableCommand {
             }
             base = (loaded.http.tlsCertificate == nil ? "http://" : "https://") + listen.description
         }
-        guard let bearer = token ?? ProcessInfo.processInfo.environment["GATEHOUSE_TOKEN"], !bearer.isEmpty else {
-            throw fail("a token is needed: --token or GATEHOUSE_TOKEN")
-        }
+        let bearer = try credential.bearer()
         var body: [String: Any] = ["args": arguments]
         if input { body["stdin"] = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
         if let intent { body["intent"] = intent }

@@ -5,6 +5,19 @@ import GatehouseConfig
 import NIOCore
 import NIOHTTP1
 
+/// Who is asking: the person (or agent) the token names.
+struct TokenOption: ParsableArguments {
+    @Option(help: "Bearer token (default: the GATEHOUSE_TOKEN environment variable).")
+    var token: String?
+
+    func bearer() throws -> String {
+        guard let value = token ?? ProcessInfo.processInfo.environment["GATEHOUSE_TOKEN"], !value.isEmpty else {
+            throw fail("a token is needed: --token or GATEHOUSE_TOKEN")
+        }
+        return value
+    }
+}
+
 /// Where the gateway's admin API is and who is asking: every reviews and access command acts as
 /// the person its token names, so the gateway can tell a requester from an approver.
 struct AdminClientOptions: ParsableArguments {
@@ -14,8 +27,9 @@ struct AdminClientOptions: ParsableArguments {
     @Option(help: "The gateway's admin URL (default: from the configuration's admin.listen).")
     var gateway: String?
 
-    @Option(help: "Bearer token (default: the GATEHOUSE_TOKEN environment variable).")
-    var token: String?
+    @OptionGroup var credential: TokenOption
+
+    func bearer() throws -> String { try credential.bearer() }
 
     func baseURL() throws -> String {
         if let gateway { return gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway }
@@ -25,13 +39,6 @@ struct AdminClientOptions: ParsableArguments {
         } catch {
             throw fail("cannot read \(config) for the gateway's address; pass --gateway URL")
         }
-    }
-
-    func bearer() throws -> String {
-        guard let value = token ?? ProcessInfo.processInfo.environment["GATEHOUSE_TOKEN"], !value.isEmpty else {
-            throw fail("a token is needed: --token or GATEHOUSE_TOKEN")
-        }
-        return value
     }
 
     /// Calls the admin API; a problem document becomes the command's error message and exit 1.
