@@ -63,9 +63,15 @@ extension MCPEndpoint {
             guard let self else { throw MCPError.internalError("the gateway is stopping") }
             let caller = try await self.caller(session: sessionID, clientInfo: clientInfo)
             let current = server
+            // Progress must grow with each notification: one step per thing the call waits for.
+            let steps = NIOLockedValueBox(0.0)
             let progress = params._meta?.progressToken.map { token in
                 { @Sendable (message: String) in
-                    Task { try? await current?.notify(ProgressNotification.message(.init(progressToken: token, progress: 0, message: message))) }
+                    let step = steps.withLockedValue { value -> Double in
+                        value += 1
+                        return value
+                    }
+                    Task { try? await current?.notify(ProgressNotification.message(.init(progressToken: token, progress: step, message: message))) }
                     return ()
                 }
             }
