@@ -277,7 +277,8 @@ public enum ConfigLoader {
             publicURL: publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
             webhook: webhook,
             maxGrantMinutes: section?.int("max_grant_minutes", in: 1...10_080) ?? 480,
-            accessApprovals: section?.int("access_approvals", in: 1...5) ?? 1)
+            accessApprovals: section?.int("access_approvals", in: 1...5) ?? 1,
+            retentionDays: section?.int("retention_days", in: 1...3650) ?? 90)
         section?.finish()
         return reviews
     }

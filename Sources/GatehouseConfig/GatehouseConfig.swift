@@ -74,6 +74,8 @@ public struct GatehouseConfig: Sendable {
         public var webhook: Webhook?
         public var maxGrantMinutes: Int
         public var accessApprovals: Int
+        /// Closed reviews are forgotten from the review store after this many days.
+        public var retentionDays: Int
 
         public struct Webhook: Sendable {
             public enum Target: Sendable {

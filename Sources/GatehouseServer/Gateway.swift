@@ -89,7 +89,8 @@ public final class Gateway: Sendable {
             store: reviewStore,
             settings: ReviewSettings(
                 approverGroups: config.reviews.approvers, timeout: .seconds(config.reviews.timeoutSeconds),
-                maxGrantMinutes: config.reviews.maxGrantMinutes, accessApprovals: config.reviews.accessApprovals, node: node),
+                maxGrantMinutes: config.reviews.maxGrantMinutes, accessApprovals: config.reviews.accessApprovals, node: node,
+                retention: .seconds(config.reviews.retentionDays * 86_400)),
             logger: logger,
             record: { record in _ = try await auditLog.append(record) },
             notify: { review in

@@ -81,6 +81,17 @@ struct ReviewAPI {
                 }
             }
         }
+        router.post("/v1/access/grants/:id/revoke") { request, context in
+            try await authenticated(request, context) { principal, client in
+                let input = try await Self.decisionInput(request)
+                do {
+                    let grant = try await board.revokeGrant(context.parameters.get("id") ?? "", by: principal, client: client, reason: input.reason)
+                    return try json(GrantList(grants: [grant]))
+                } catch let refusal as ReviewRefusal {
+                    return try Self.problem(refusal)
+                }
+            }
+        }
         router.get("/v1/access/grants") { request, context in
             try await authenticated(request, context) { principal, _ in
                 let mine = board.grants.all.filter { isApprover(principal) || ($0.subject == principal.subject && $0.issuer == principal.issuer) }

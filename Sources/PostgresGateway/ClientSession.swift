@@ -115,6 +115,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var portals: [String: Portal] = [:]
     /// The review the statement at the head of the queue waits for.
     private var heldReview: String?
+    /// The access review whose grant admitted this session: revoked, the session ends.
+    private var grantReview: String?
     /// Rows passed to the client per statement (all executions of a portal count together).
     private var rowsSent: [Int: Int] = [:]
     /// Rows passed to the client per SQL cursor: paging through a cursor with FETCH is one read.
@@ -361,6 +363,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 if let grantEnds {
                     // Access through a grant lasts as long as the grant, not as long as the session.
                     let rule = decision.rule ?? "grant"
+                    self.grantReview = rule.hasPrefix("grant:") ? String(rule.dropFirst(6)) : nil
                     context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(0, grantEnds.timeIntervalSinceNow) * 1000))) {
                         self.fatal(sqlState: "42501", message: "access to connection \(target.name) through \(rule) has ended")
                     }
@@ -557,6 +560,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Client → server. Statements are recorded (and committed) before they are forwarded.
     private func relay(_ frame: PostgresFrame) {
         guard let upstream else { return }
+        if let grantReview, environment.reviews?.grants.isActive(grantReview) != true {
+            return fatal(sqlState: "42501", message: "access to connection \(target?.name ?? "") through grant:\(grantReview) has ended")
+        }
         let now = ContinuousClock.now
         if copyingIn, ![UInt8(ascii: "d"), UInt8(ascii: "c"), UInt8(ascii: "f"), UInt8(ascii: "S"), UInt8(ascii: "H"), UInt8(ascii: "X")].contains(frame.type) {
             // The server would take it as a broken COPY and leave it unanswered; the gateway

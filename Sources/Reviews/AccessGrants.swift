@@ -51,6 +51,19 @@ public final class AccessGrants: Sendable {
         }
     }
 
+    /// Ends a grant before its time; false when there is none by that review.
+    public func revoke(_ review: String) -> AccessGrant? {
+        grants.withLockedValue { grants in
+            guard let index = grants.firstIndex(where: { $0.review == review }) else { return nil }
+            return grants.remove(at: index)
+        }
+    }
+
+    /// Whether the grant made by this review still lets its holder in.
+    public func isActive(_ review: String, now: Date = Date()) -> Bool {
+        grants.withLockedValue { $0.contains { $0.review == review && $0.expiresAt > now } }
+    }
+
     public var all: [AccessGrant] {
         let now = Date()
         return grants.withLockedValue { $0.filter { $0.expiresAt > now } }

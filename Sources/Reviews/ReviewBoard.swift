@@ -17,11 +17,14 @@ public struct ReviewSettings: Sendable {
     public var maxOpen: Int
     public var maxOpenPerRequester: Int
     public var node: String
+    /// Closed reviews are forgotten after this long (their steps stay in the audit trail).
+    public var retention: Duration
 
     public init(
         approverGroups: [String] = [], timeout: Duration = .seconds(300), maxGrantMinutes: Int = 480, accessApprovals: Int = 1,
-        maxOpen: Int = 1000, maxOpenPerRequester: Int = 20, node: String = "gatehouse"
+        maxOpen: Int = 1000, maxOpenPerRequester: Int = 20, node: String = "gatehouse", retention: Duration = .seconds(90 * 86_400)
     ) {
+        self.retention = retention
         self.approverGroups = approverGroups
         self.timeout = timeout
         self.maxGrantMinutes = maxGrantMinutes
@@ -100,6 +103,7 @@ public actor ReviewBoard {
 
     /// What a previous run left open can no longer run: its client is gone with that process.
     public func closeLeftovers() async {
+        _ = try? store.pruneClosed(before: Date().addingTimeInterval(-Self.seconds(settings.retention)))
         let left = ((try? store.reviews(state: .pending, limit: Int.max)) ?? []) + ((try? store.reviews(state: .approved, limit: Int.max)) ?? [])
         for var review in left where review.kind == .operation || review.state == .pending {
             let reason = "the gateway restarted while the review was \(review.state.rawValue)"
@@ -369,6 +373,22 @@ public actor ReviewBoard {
         }
         guard let review = (try? store.review(id)) ?? nil else { throw ReviewRefusal(.notFound, "no review \(id)") }
         throw ReviewRefusal(.closed, "review \(id) is already \(review.state.rawValue)")
+    }
+
+    /// Ends a grant before its time. Approvers do this; it is recorded like every step.
+    public func revokeGrant(_ id: String, by approver: Principal, client: ClientInfo, reason: String?) async throws -> AccessGrant {
+        guard approver.agent == nil, approver.authMethod == .oidc, approver.groups.contains(where: settings.approverGroups.contains) else {
+            throw ReviewRefusal(.notApprover, "only approvers (people in \(settings.approverGroups.sorted().joined(separator: ", "))) revoke grants")
+        }
+        guard let grant = grants.revoke(id) else { throw ReviewRefusal(.notFound, "no grant by review \(id) is in force") }
+        try? store.deleteGrant(id)
+        if var review = review(id) {
+            let why = "revoked by \(approver.subject)" + (reason.map { ": \($0)" } ?? "")
+            review.closeReason = why
+            try? store.save(review)
+            try? await record(stepRecord(review, step: "revoked", actor: approver, client: client, decision: .deny(rule: "grant:\(id)", reason: why)))
+        }
+        return grant
     }
 
     // MARK: Reading

@@ -82,6 +82,21 @@ public final class ReviewStore: Sendable {
         }
     }
 
+    public func deleteGrant(_ review: String) throws {
+        try queue.write { db in try db.execute(sql: "DELETE FROM grants WHERE review = ?", arguments: [review]) }
+    }
+
+    /// Forgets closed reviews older than `cutoff` (the audit trail keeps every step of them).
+    @discardableResult
+    public func pruneClosed(before cutoff: Date) throws -> Int {
+        try queue.write { db in
+            try db.execute(
+                sql: "DELETE FROM reviews WHERE state NOT IN ('pending', 'approved') AND created_ms < ?",
+                arguments: [Int64(cutoff.timeIntervalSince1970 * 1000)])
+            return db.changesCount
+        }
+    }
+
     /// Grants still running at `now`; the expired ones are dropped on the way.
     public func activeGrants(now: Date = Date()) throws -> [AccessGrant] {
         let nowMillis = Int64(now.timeIntervalSince1970 * 1000)

@@ -173,7 +173,7 @@ struct AccessCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "access",
         abstract: "Ask for time-boxed access to a connection, and see the grants in force.",
-        subcommands: [Request.self, Grants.self]
+        subcommands: [Request.self, Grants.self, Revoke.self]
     )
 
     struct Request: AsyncParsableCommand {
@@ -215,6 +215,23 @@ struct AccessCommand: AsyncParsableCommand {
                     throw fail("access request \(id) was \(state ?? "closed"): \(current["close_reason"] as? String ?? "")")
                 }
             }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "End a grant before its time (approvers).")
+
+        @OptionGroup var client: AdminClientOptions
+
+        @Argument(help: "The review that granted it.")
+        var id: String
+
+        @Option(help: "Why; recorded.")
+        var reason: String?
+
+        func run() async throws {
+            _ = try await client.call(.POST, "/v1/access/grants/\(escaped(id))/revoke", body: reason.map { ["reason": $0] } ?? [:])
+            print("revoked the grant of review \(id)")
         }
     }
 

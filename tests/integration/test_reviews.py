@@ -451,3 +451,15 @@ def test_time_boxed_access_is_requested_by_a_person_and_granted_by_an_approver(g
                and (e["record"].get("principal") or {}).get("subject") == "dave" and e["record"]["decision"]["effect"] == "allow"]
     assert connect and connect[0]["decision"]["rule"] == f"grant:{review['id']}"
     assert [k for k, _ in wait_for_steps(gw, review["id"], "review.granted")] == ["review.requested", "review.approved", "review.granted"]
+
+    # An approver ends it early: the session open under it ends at its next statement, and new ones are refused.
+    with psycopg.connect(f"host=127.0.0.1 port={gw.pg_port} dbname=app user=dave sslmode=disable", password=dave, autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert gatehouse("access", "revoke", review["id"], "--config", str(gw.config), "--token", dave).returncode == 1, "not an approver"
+        revoked = gatehouse("access", "revoke", review["id"], "--reason", "done", "--config", str(gw.config), "--token", approver(gw))
+        assert revoked.returncode == 0, revoked.stderr
+        with pytest.raises(psycopg.Error, match="has ended"):
+            conn.execute("SELECT 1")
+    again = subprocess.run(["psql", conninfo, "-X", "-At", "-c", "SELECT 1"], capture_output=True, text=True, env=env, timeout=30)
+    assert again.returncode != 0
+    assert ("review.revoked", "bob") in wait_for_steps(gw, review["id"], "review.revoked")
