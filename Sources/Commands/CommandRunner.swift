@@ -203,31 +203,27 @@ public enum CommandRunner {
         let deadline = started + spec.timeout
         var ending: CommandResult.Ending?
         var status: Int32 = 0
-        var reaped = false
         var exitedAt: ContinuousClock.Instant?
+        var lastRead = ContinuousClock.now
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
 
         while ending == nil {
             let remaining = deadline - ContinuousClock.now
+            // A tool that has exited ended as it ended, even if the deadline or the caller's
+            // departure comes while its last output is read.
             if remaining <= .zero {
-                ending = .timedOut
+                if exitedAt == nil { ending = .timedOut }
                 break
             }
             if spec.cancellation?.isCancelled == true {
-                ending = .cancelled
+                if exitedAt == nil { ending = .cancelled }
                 break
             }
-            if !reaped {
-                let result = waitpid(pid, &status, WNOHANG)
-                if result == pid || (result < 0 && errno == ECHILD) {
-                    reaped = true
-                    exitedAt = .now
-                }
-            }
+            if exitedAt == nil, hasExited(pid) { exitedAt = .now }
             // The tool has exited: what it left behind may hold its output open (a daemon, a
-            // process that left the group); the output already written is read briefly, then the
-            // run is over.
-            if let exitedAt, openOutputs.isEmpty || ContinuousClock.now - exitedAt > .milliseconds(200) { break }
+            // process that left the group); output keeps being read while it comes, and the run
+            // is over once it pauses for 200 ms.
+            if let exitedAt, openOutputs.isEmpty || ContinuousClock.now - max(exitedAt, lastRead) > .milliseconds(200) { break }
             if openOutputs.isEmpty && inputFD < 0 {
                 usleep(5000)
                 continue
@@ -259,6 +255,7 @@ public enum CommandRunner {
                 }
                 let count = read(entry.fd, &buffer, buffer.count)
                 if count > 0 {
+                    lastRead = .now
                     let isStdout = entry.fd == stdoutPipe[0]
                     // What passes the cap is neither kept nor handed on.
                     let room = max(0, spec.maxOutputBytes - stdout.count - stderr.count)
@@ -275,11 +272,12 @@ public enum CommandRunner {
                 }
             }
         }
-        // Whatever is left of its group goes with it.
+        // Whatever is left of its group goes with it. The tool is not reaped before this, so its
+        // process group id cannot have been reused by then; and the tool itself is killed too, in
+        // case it moved to another group.
         kill(-pid, SIGKILL)
-        if !reaped {
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        }
+        kill(pid, SIGKILL)
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         for fd in openOutputs { close(fd) }
         if inputFD >= 0 { close(inputFD) }
         if ending == nil {
@@ -287,6 +285,13 @@ public enum CommandRunner {
             ending = signal == 0 ? .exited((status >> 8) & 0xff) : .signalled(signal)
         }
         return CommandResult(ending: ending!, stdout: stdout, stderr: stderr, duration: ContinuousClock.now - started)
+    }
+
+    /// Whether the child has exited, without reaping it (its pid, and so its group's id, stays
+    /// taken until the group is killed).
+    private static func hasExited(_ pid: pid_t) -> Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_signo == SIGCHLD
     }
 
     private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {

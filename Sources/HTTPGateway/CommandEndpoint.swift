@@ -202,7 +202,9 @@ extension HTTPProxy {
             response.headers[.retryAfter] = "1"
             return response
         }
-        defer { target.running.leave() }
+        // Held for the whole run: a streamed run ends after this function has returned.
+        var slotHandedOn = false
+        defer { if !slotHandedOn { target.running.leave() } }
         var environment = target.environment
         var files: [String: String] = [:]
         var secretValues: [String] = []
@@ -238,7 +240,9 @@ extension HTTPProxy {
                 let text = outputs.feed(stream, bytes)
                 if !text.isEmpty { continuation.yield(Self.line(["stream": .string(stream.rawValue), "data": .string(text)])) }
             }
+            slotHandedOn = true
             Task {
+                defer { target.running.leave() }
                 let result = await CommandRunner.run(spec)
                 for stream in [CommandOutputStream.stdout, .stderr] {
                     let rest = outputs.finish(stream)
@@ -387,36 +391,32 @@ struct StreamingScrubber {
     mutating func feed(_ bytes: [UInt8]) -> [UInt8] {
         guard longest > 0 else { return bytes }
         pending += bytes
-        var out: [UInt8] = []
-        while true {
-            if let (index, secret) = firstSecret() {
-                out += pending[..<index]
-                out += Array("[credential]".utf8)
-                pending.removeFirst(index + secret.count)
-                continue
-            }
-            let safe = pending.count - (longest - 1)
-            if safe > 0 {
-                out += pending[..<safe]
-                pending.removeFirst(safe)
-            }
-            return out
-        }
+        return drain(final: false)
     }
 
     mutating func finish() -> [UInt8] {
-        defer { pending = [] }
-        return pending
+        drain(final: true)
     }
 
-    private func firstSecret() -> (Int, [UInt8])? {
-        guard !pending.isEmpty else { return nil }
-        for start in pending.indices {
-            for secret in secrets where pending.count - start >= secret.count && pending[start..<(start + secret.count)].elementsEqual(secret) {
-                return (start, secret)
+    /// Emits what is decided: at each position where every secret would fit whole (anywhere, at
+    /// the end), the longest secret starting there is replaced, as the whole-text scrubber does.
+    private mutating func drain(final: Bool) -> [UInt8] {
+        var out: [UInt8] = []
+        var index = 0
+        let decidable = final ? pending.count : pending.count - (longest - 1)
+        while index < decidable {
+            if let secret = secrets.first(where: { secret in
+                index + secret.count <= pending.count && pending[index..<(index + secret.count)].elementsEqual(secret)
+            }) {
+                out += Array("[credential]".utf8)
+                index += secret.count
+            } else {
+                out.append(pending[index])
+                index += 1
             }
         }
-        return nil
+        pending.removeFirst(min(index, pending.count))
+        return out
     }
 }
 
@@ -448,7 +448,7 @@ final class StreamingOutput: @unchecked Sendable {
         var out = pipeline.scrubber.feed(bytes)
         if pipeline.masker != nil { out = (try? pipeline.masker!.feed(out)) ?? Array("[output withheld: it could not be masked]".utf8) }
         let text = Self.wholeCharacters(&pipeline.partial, out)
-        pipeline.kept += text.prefix(max(0, keep - pipeline.kept.utf8.count))
+        pipeline.kept += text.truncated(toUTF8Bytes: max(0, keep - pipeline.kept.utf8.count)).text
         pipelines[stream] = pipeline
         return text
     }
@@ -461,7 +461,7 @@ final class StreamingOutput: @unchecked Sendable {
         }
         let text = String(decoding: pipeline.partial + out, as: UTF8.self)
         pipeline.partial = []
-        pipeline.kept += text.prefix(max(0, keep - pipeline.kept.utf8.count))
+        pipeline.kept += text.truncated(toUTF8Bytes: max(0, keep - pipeline.kept.utf8.count)).text
         pipelines[stream] = pipeline
         return text
     }

@@ -110,6 +110,8 @@ struct LoopbackPostgres: Sendable {
         var current: Statement?
         var bytes = 0
         var loggedIn = false
+        var cancelKey: (processID: Int32, secretKey: Int32)?
+        var cancelSent = false
         for await event in events {
             let message: BackendMessage
             switch event {
@@ -124,7 +126,9 @@ struct LoopbackPostgres: Sendable {
             switch message {
             case .authentication(.cleartextPassword):
                 send { PostgresEncoder.password(token, into: &$0) }
-            case .authentication(.ok), .parameterStatus, .backendKeyData, .notification, .negotiateProtocolVersion:
+            case .backendKeyData(let processID, let secretKey):
+                cancelKey = (processID, secretKey)
+            case .authentication(.ok), .parameterStatus, .notification, .negotiateProtocolVersion:
                 break
             case .authentication:
                 throw Failure.connection("the listener asked for an authentication the gateway does not offer")
@@ -141,6 +145,13 @@ struct LoopbackPostgres: Sendable {
                 if let statement = current { outcome.statements.append(statement) }
                 current = nil
                 outcome.error = fields
+                if cancelSent && fields.sqlState == "57014" {
+                    outcome.error = ErrorFields(
+                        severity: "ERROR", sqlState: "57014",
+                        message: "the result is larger than a tool result carries, so the statement was stopped",
+                        detail: "The rows up to the cap are returned. In a text of several statements the database rolled back the whole text.",
+                        hint: "Narrow the query (WHERE, LIMIT) or page through the data.")
+                }
             case .noticeResponse(let fields):
                 outcome.notices.append(fields.message ?? "")
                 onNotice(fields)
@@ -151,11 +162,14 @@ struct LoopbackPostgres: Sendable {
                 let row = values.map { $0.map { String(buffer: $0) } }
                 let size = row.reduce(0) { $0 + ($1?.utf8.count ?? 0) }
                 if current!.rows.count >= maxRows || bytes + size > maxBytes {
-                    // Enough for one tool result: the rest is not read (closing the session ends
-                    // the statement), so a huge result costs no more than the rows kept.
+                    // Enough for one tool result: the statement is cancelled (the gateway passes
+                    // the cancel on), the rows still in flight are dropped, and the statements
+                    // around it end as the database ends them, so every tag is reported.
                     outcome.truncated = true
-                    if let statement = current { outcome.statements.append(statement) }
-                    return outcome
+                    if !cancelSent, let cancelKey {
+                        cancelSent = true
+                        Self.sendCancel(host: host, port: port, key: cancelKey)
+                    }
                 } else {
                     bytes += size
                     current!.rows.append(row)
@@ -176,6 +190,18 @@ struct LoopbackPostgres: Sendable {
         }
         try Task.checkCancellation()
         throw Failure.connection("the gateway closed the connection")
+    }
+
+    /// A CancelRequest on a connection of its own, not waited for.
+    static func sendCancel(host: String, port: Int, key: (processID: Int32, secretKey: Int32)) {
+        ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(5))
+            .connect(host: host, port: port)
+            .whenSuccess { channel in
+                var buffer = channel.allocator.buffer(capacity: 16)
+                PostgresEncoder.cancelRequest(processID: key.processID, secretKey: key.secretKey, into: &buffer)
+                channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+            }
     }
 
     static func clientTLS() throws -> NIOSSLContext {

@@ -164,13 +164,14 @@ public final class MCPEndpoint: Sendable {
         let requestID = UUID().uuidString
         headers[Self.requestHeader] = requestID
         let calls = self.calls
-        HTTPProxy.hangup(of: context).whenComplete { _ in calls.cancel(requestID) }
+        calls.watch(requestID, hangup: HTTPProxy.hangup(of: context))
         let mcpRequest = MCP.HTTPRequest(
             method: request.method.rawValue, headers: headers, body: body.readableBytes > 0 ? Data(buffer: body) : nil, path: path)
-        let answer = await sessions.handle(mcpRequest, principal: principal) { sessionID in
+        let answer = await sessions.handle(mcpRequest, principal: principal, calls: calls) { sessionID in
             try await self.makeServer(sessionID: sessionID)
         }
-        return Self.response(answer)
+        // The request's watch ends with its answer: at once, or when its event stream ends.
+        return Self.response(answer) { calls.forget(requestID) }
     }
 
     private func unauthorized(_ client: ClientInfo, reason: String, code: String, invalid: Bool) async throws -> Response {
@@ -189,15 +190,20 @@ public final class MCPEndpoint: Sendable {
         return response
     }
 
-    static func response(_ answer: MCP.HTTPResponse) -> Response {
+    static func response(_ answer: MCP.HTTPResponse, whenDone: @escaping @Sendable () -> Void) -> Response {
         var fields = HTTPFields()
         for (name, value) in answer.headers where name.lowercased() != "connection" {
             if let fieldName = HTTPField.Name(name) { fields[fieldName] = value }
         }
         let status = HTTPTypes.HTTPResponse.Status(code: answer.statusCode)
         if case .stream(let stream, _) = answer {
-            return Response(status: status, headers: fields, body: ResponseBody(asyncSequence: stream.map { ByteBuffer(data: $0) }))
+            return Response(status: status, headers: fields, body: ResponseBody { writer in
+                defer { whenDone() }
+                for try await chunk in stream { try await writer.write(ByteBuffer(data: chunk)) }
+                try await writer.finish(nil)
+            })
         }
+        whenDone()
         return Response(status: status, headers: fields, body: answer.bodyData.map { ResponseBody(byteBuffer: ByteBuffer(data: $0)) } ?? ResponseBody())
     }
 }
@@ -213,6 +219,8 @@ actor MCPSessions {
     }
 
     private var sessions: [String: Session] = [:]
+    /// Ending a session cancels the tool calls it has in progress.
+    private var calls: RunningCalls?
     /// Sessions being made (counted against the limit before the await that makes them).
     private var starting = 0
     static let idleLimit: Duration = .seconds(3600)
@@ -224,8 +232,10 @@ actor MCPSessions {
     }
 
     func handle(
-        _ request: MCP.HTTPRequest, principal: Principal, makeServer: (String) async throws -> (Server, StatefulHTTPServerTransport)
+        _ request: MCP.HTTPRequest, principal: Principal, calls registry: RunningCalls,
+        makeServer: (String) async throws -> (Server, StatefulHTTPServerTransport)
     ) async -> MCP.HTTPResponse {
+        calls = registry
         evictIdle()
         if let id = request.header(HTTPHeaderName.sessionID) {
             guard var session = sessions[id], session.owner == Self.owner(principal) else {
@@ -236,6 +246,7 @@ actor MCPSessions {
             let answer = await session.transport.handleRequest(request)
             if request.method.uppercased() == "DELETE" {
                 sessions[id] = nil
+                calls?.cancel(session: id)
                 await session.server.stop()
             }
             return answer
@@ -254,6 +265,7 @@ actor MCPSessions {
         let mine = sessions.filter { $0.value.owner == owner }.sorted { $0.value.lastUsed < $1.value.lastUsed }
         if mine.count >= Self.maxSessionsPerOwner, let (oldest, session) = mine.first {
             sessions[oldest] = nil
+            calls?.cancel(session: oldest)
             Task { await session.server.stop() }
         }
         guard sessions.count + starting < Self.maxSessions else {
@@ -278,6 +290,7 @@ actor MCPSessions {
 
     func closeAll() async {
         let all = sessions.values
+        for id in sessions.keys { calls?.cancel(session: id) }
         sessions = [:]
         for session in all { await session.server.stop() }
     }
@@ -286,25 +299,51 @@ actor MCPSessions {
         let now = ContinuousClock.now
         for (id, session) in sessions where now - session.lastUsed > Self.idleLimit {
             sessions[id] = nil
+            calls?.cancel(session: id)
             Task { await session.server.stop() }
         }
     }
 }
 
-/// Cancels, by HTTP request, the tool calls whose client has gone.
+/// The tool calls in progress, and what ends them: their client's connection going (watched from
+/// the HTTP request that carries the call, so a client gone before the call starts is seen too),
+/// or their session ending.
 final class RunningCalls: Sendable {
-    private let cancels = NIOLockedValueBox<[String: @Sendable () -> Void]>([:])
-
-    func start(_ request: String, cancel: @escaping @Sendable () -> Void) {
-        cancels.withLockedValue { $0[request] = cancel }
+    private struct State {
+        var hangups: [String: EventLoopFuture<Void>] = [:]
+        var bySession: [String: [String: @Sendable () -> Void]] = [:]
     }
 
-    func finish(_ request: String) {
-        _ = cancels.withLockedValue { $0.removeValue(forKey: request) }
+    private let state = NIOLockedValueBox(State())
+
+    func watch(_ request: String, hangup: EventLoopFuture<Void>) {
+        state.withLockedValue { $0.hangups[request] = hangup }
     }
 
-    func cancel(_ request: String) {
-        if let cancel = cancels.withLockedValue({ $0.removeValue(forKey: request) }) { cancel() }
+    func forget(_ request: String) {
+        _ = state.withLockedValue { $0.hangups.removeValue(forKey: request) }
+    }
+
+    /// Ties a call to its client and its session; the returned closure ends the tie.
+    func start(request: String?, session: String, cancel: @escaping @Sendable () -> Void) -> @Sendable () -> Void {
+        let id = UUID().uuidString
+        let hangup = state.withLockedValue { state -> EventLoopFuture<Void>? in
+            state.bySession[session, default: [:]][id] = cancel
+            return request.flatMap { state.hangups[$0] }
+        }
+        // Already gone: the callback runs at once.
+        hangup?.whenComplete { _ in cancel() }
+        return { [state] in
+            state.withLockedValue { state in
+                state.bySession[session]?[id] = nil
+                if state.bySession[session]?.isEmpty == true { state.bySession[session] = nil }
+            }
+        }
+    }
+
+    func cancel(session: String) {
+        let cancels = state.withLockedValue { $0.bySession.removeValue(forKey: session) } ?? [:]
+        for cancel in cancels.values { cancel() }
     }
 }
 

@@ -63,23 +63,26 @@ extension MCPEndpoint {
             guard let self else { throw MCPError.internalError("the gateway is stopping") }
             let caller = try await self.caller(session: sessionID, clientInfo: clientInfo)
             let current = server
-            // Progress must grow with each notification: one step per thing the call waits for.
-            let steps = NIOLockedValueBox(0.0)
-            let progress = params._meta?.progressToken.map { token in
-                { @Sendable (message: String) in
-                    let step = steps.withLockedValue { value -> Double in
-                        value += 1
-                        return value
+            // Progress, in order, growing by one step per thing the call waits for.
+            let (messages, queue) = AsyncStream<String>.makeStream()
+            let notifier = params._meta?.progressToken.map { token in
+                Task {
+                    var step = 0.0
+                    for await message in messages {
+                        step += 1
+                        try? await current?.notify(ProgressNotification.message(.init(progressToken: token, progress: step, message: message)))
                     }
-                    Task { try? await current?.notify(ProgressNotification.message(.init(progressToken: token, progress: step, message: message))) }
-                    return ()
                 }
             }
-            // Run as a task of its own, cancelled if the client's connection goes.
+            defer { queue.finish() }
+            let progress: @Sendable (String) -> Void = { message in
+                if notifier != nil { queue.yield(message) }
+            }
+            // Run as a task of its own, cancelled if the client's connection or the session goes.
             let requestID = Server.currentHandlerContext?.httpContext?.header(Self.requestHeader)
-            let call = Task { try await self.call(params, caller: caller, progress: progress ?? { _ in }) }
-            if let requestID { self.calls.start(requestID) { call.cancel() } }
-            defer { if let requestID { self.calls.finish(requestID) } }
+            let call = Task { try await self.call(params, caller: caller, progress: progress) }
+            let release = self.calls.start(request: requestID, session: sessionID) { call.cancel() }
+            defer { release() }
             return try await withTaskCancellationHandler { try await call.value } onCancel: { call.cancel() }
         }
         try await server.start(transport: transport) { info, _ in clientInfo.set(info) }
@@ -384,6 +387,7 @@ extension MCPEndpoint {
             _ = error
             throw ToolProblem(message: "the response is larger than a tool result carries (\(settings.maxResultBytes) bytes)")
         } catch {
+            try Task.checkCancellation()
             throw ToolProblem(message: "the gateway's HTTP listener could not be reached")
         }
         let text = String(buffer: body)
@@ -427,6 +431,7 @@ extension MCPEndpoint {
             response = try await loopbackClient.execute(request, timeout: .nanoseconds(settings.callTimeout.inNanoseconds))
             answer = try await response.body.collect(upTo: 128 << 20)
         } catch {
+            try Task.checkCancellation()
             throw ToolProblem(message: "the gateway's HTTP listener could not be reached")
         }
         let object = (try? JSONSerialization.jsonObject(with: Data(answer.readableBytesView))) as? [String: Any] ?? [:]

@@ -47,5 +47,13 @@ struct CommandEndpointTests {
         #expect(StreamingOutput.wholeCharacters(&partial, Array(euro.suffix(1)) + Array("b".utf8)) == "€b")
         #expect(partial.isEmpty)
     }
+
+    @Test func theLongestSecretWinsAsInTheWholeTextScrubber() {
+        var scrubber = StreamingScrubber(secrets: ["passw0rd", "passw0rd-and-more"])
+        var out: [UInt8] = []
+        for piece in ["x passw0", "rd-an", "d-more y"] { out += scrubber.feed(Array(piece.utf8)) }
+        out += scrubber.finish()
+        #expect(String(decoding: out, as: UTF8.self) == "x [credential] y")
+    }
 }
 

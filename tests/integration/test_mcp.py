@@ -266,3 +266,18 @@ asyncio.run(main())
     late = gatehouse("reviews", "approve", pending[0]["id"], "--config", str(gw.config), "--token", bob)
     assert late.returncode == 1
     assert pg.psql(f"SELECT note FROM {name}", user="gh_scram").strip() == "old"
+
+
+def test_a_result_larger_than_a_tool_result_is_cut_and_the_statement_stopped(gw):
+    async def session():
+        async with client_for(gw, token(gw, actor=None)) as client:
+            started = time.time()
+            result = await client.call_tool("query", {"connection": "app", "sql": "SELECT g, repeat('x', 100) FROM generate_series(1, 2000000) g"})
+            body = structured(result)
+            assert len(body["statements"][0]["rows"]) == 500 and "truncated" in body
+            assert body["error"]["sqlstate"] == "57014" and "larger than a tool result" in body["error"]["message"]
+            assert time.time() - started < 20, "the statement was stopped, not read to the end"
+            # The session is usable for the next call.
+            assert structured(await client.call_tool("query", {"connection": "app", "sql": "SELECT 1"}))["statements"][0]["rows"] == [["1"]]
+
+    asyncio.run(session())
