@@ -56,7 +56,9 @@ public struct HTTPGatewayListener: Service {
             },
             logger: logger)
         do {
-            try await application.runService()
+            // As a service of the gateway's group, not a group of its own: it stops when the
+            // group tells it to (after the reviews are closed), never on a signal by itself.
+            try await application.run()
         } catch {
             await proxy.shutdown()
             throw error

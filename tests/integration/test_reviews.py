@@ -463,3 +463,19 @@ def test_time_boxed_access_is_requested_by_a_person_and_granted_by_an_approver(g
     again = subprocess.run(["psql", conninfo, "-X", "-At", "-c", "SELECT 1"], capture_output=True, text=True, env=env, timeout=30)
     assert again.returncode != 0
     assert ("review.revoked", "bob") in wait_for_steps(gw, review["id"], "review.revoked")
+
+
+def test_a_stopping_gateway_closes_what_is_held_and_records_it(gw, pg, items):
+    """SIGTERM while a statement waits: the review is closed as abandoned (recorded before the
+    trail is sealed), the client gets its answer instead of hanging, and nothing ran."""
+    process = start_psql(gw, f"DELETE FROM {items} WHERE id = 1;\n")
+    [review] = wait_for_review(gw)
+    assert gw.stop(signal.SIGTERM) == 0
+    out, err = finish(process)
+    assert "ERROR:  canceling statement due to user request" in err, err
+    steps = kinds_for(gw, review["id"])
+    assert steps[-1] == ("review.abandoned", "alice")
+    abandoned = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "review.abandoned"]
+    assert abandoned[-1]["decision"]["reason"] == "the gateway stopped"
+    assert pg.psql(f"SELECT count(*) FROM {items}", user="gh_scram").strip() == "5"
+    assert gw.cli("audit", "verify").returncode == 0
