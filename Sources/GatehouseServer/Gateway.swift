@@ -83,7 +83,7 @@ public final class Gateway: Sendable {
         reviewLinkBase = linkBase
         let client = httpClient
         let webhook = config.reviews.webhook.map {
-            ReviewWebhook(webhook: $0, linkBase: linkBase, client: client, logger: logger)
+            ReviewWebhook(webhook: $0, linkBase: linkBase, client: client)
         }
         reviewBoard = ReviewBoard(
             store: reviewStore,

@@ -20,7 +20,7 @@ struct ReviewAPI {
             try await authenticated(request, context) { principal, _ in
                 let state = request.uri.queryParameters.get("state").flatMap(Review.State.init(rawValue:))
                 let visible = await board.reviews(state: state).filter { canSee($0, principal) }
-                return try json(ReviewList(reviews: visible.map { view($0) }))
+                return try ProblemResponse.json(encoding: ReviewList(reviews: visible.map { view($0) }))
             }
         }
         router.get("/v1/reviews/:id") { request, context in
@@ -29,7 +29,7 @@ struct ReviewAPI {
                 guard let review = await board.review(id), canSee(review, principal) else {
                     return try ProblemResponse.make(.notFound, "no review \(Self.printable(id))")
                 }
-                return try json(view(review))
+                return try ProblemResponse.json(encoding: view(review))
             }
         }
         for action in ["approve", "deny"] {
@@ -58,7 +58,7 @@ struct ReviewAPI {
                         let review = action == "approve"
                             ? try await board.approve(id, by: principal, client: client, comment: input.comment, digest: input.digest)
                             : try await board.deny(id, by: principal, client: client, reason: input.reason ?? input.comment)
-                        return try json(view(review))
+                        return try ProblemResponse.json(encoding: view(review))
                     } catch let refusal as ReviewRefusal {
                         return try Self.problem(refusal)
                     }
@@ -75,7 +75,7 @@ struct ReviewAPI {
                     let review = try await board.requestAccess(
                         connection: connection, minutes: input.minutes ?? 60, includeAgents: input.includeAgents ?? false,
                         reason: input.reason.map { $0.truncated(toUTF8Bytes: 1024).text }, requester: principal, client: client)
-                    return try json(view(review), status: .created)
+                    return try ProblemResponse.json(encoding: view(review), status: .created)
                 } catch let refusal as ReviewRefusal {
                     return try Self.problem(refusal)
                 }
@@ -86,7 +86,7 @@ struct ReviewAPI {
                 let input = try await Self.decisionInput(request)
                 do {
                     let grant = try await board.revokeGrant(context.parameters.get("id") ?? "", by: principal, client: client, reason: input.reason)
-                    return try json(GrantList(grants: [grant]))
+                    return try ProblemResponse.json(encoding: GrantList(grants: [grant]))
                 } catch let refusal as ReviewRefusal {
                     return try Self.problem(refusal)
                 }
@@ -95,7 +95,7 @@ struct ReviewAPI {
         router.get("/v1/access/grants") { request, context in
             try await authenticated(request, context) { principal, _ in
                 let mine = board.grants.all.filter { isApprover(principal) || ($0.subject == principal.subject && $0.issuer == principal.issuer) }
-                return try json(GrantList(grants: mine))
+                return try ProblemResponse.json(encoding: GrantList(grants: mine))
             }
         }
     }
@@ -193,15 +193,6 @@ struct ReviewAPI {
     func view(_ review: Review) -> ReviewView {
         let base = gateway.reviewLinkBase
         return ReviewView(review: review, approveURL: "\(base)/v1/reviews/\(review.id)/approve", denyURL: "\(base)/v1/reviews/\(review.id)/deny")
-    }
-
-    private func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        var body = try encoder.encode(value)
-        body.append(UInt8(ascii: "\n"))
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     static func problem(_ refusal: ReviewRefusal) throws -> Response {

@@ -3,7 +3,6 @@ import Foundation
 import GatehouseConfig
 import GatehouseCore
 import Identity
-import Logging
 import NIOCore
 import Reviews
 
@@ -15,7 +14,6 @@ struct ReviewWebhook: Sendable {
     let webhook: GatehouseConfig.Reviews.Webhook
     let linkBase: String
     let client: HTTPClient
-    let logger: Logger
 
     /// Slack reads `<...>` as links and mentions and `&` as an entity: what an agent wrote (its
     /// statement, its intent) must not become an "Approve" link of its own or an @channel.

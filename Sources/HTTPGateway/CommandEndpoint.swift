@@ -231,11 +231,13 @@ extension HTTPProxy {
             workingDirectory: target.workingDirectory, input: input, timeout: target.timeout, maxOutputBytes: target.maxOutputBytes,
             cancellation: cancellation)
         let finishedExchange = exchange
+        // What leaves the gateway, and what the trail keeps: the tool's output, as it is read,
+        // with the connection's own secrets replaced, then masked as the policy says (values
+        // split across pieces included). Streamed or answered whole, it is the same output.
+        let outputs = StreamingOutput(secrets: secretValues, masks: masks, masker: settings.masker)
         if Self.wantsStream(request) {
-            // Output as it comes, one JSON line per piece, masked piece by piece (values split
-            // across pieces included), then a last line with how it ended.
+            // One JSON line per piece, then a last line with how it ended.
             let (lines, continuation) = AsyncStream<ByteBuffer>.makeStream()
-            let outputs = StreamingOutput(secrets: secretValues, masks: masks, masker: settings.masker)
             spec.onOutput = { stream, bytes in
                 let text = outputs.feed(stream, bytes)
                 if !text.isEmpty { continuation.yield(Self.line(["stream": .string(stream.rawValue), "data": .string(text)])) }
@@ -255,14 +257,12 @@ extension HTTPProxy {
             }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody(asyncSequence: lines))
         }
+        spec.onOutput = { stream, bytes in _ = outputs.feed(stream, bytes) }
         let result = await CommandRunner.run(spec)
-        // What leaves the gateway, and what the trail keeps: the tool's output with the
-        // connection's own secrets replaced, then masked as the policy says.
-        let scrubber = SecretScrubber(secrets: secretValues)
-        let stdout = mask(scrubber.scrub(String(decoding: result.stdout, as: UTF8.self)), masks: masks)
-        let stderr = mask(scrubber.scrub(String(decoding: result.stderr, as: UTF8.self)), masks: masks)
+        _ = outputs.finish(.stdout)
+        _ = outputs.finish(.stderr)
         let (answer, ran) = finishRun(result, target: target, exchange: finishedExchange, event: requestEvent, started: started,
-                                      stdout: stdout, stderr: stderr, includeOutput: true)
+                                      stdout: outputs.text(.stdout), stderr: outputs.text(.stderr), includeOutput: true)
         if !ran {
             return try ProblemResponse.make(.badGateway, "the gateway could not start this connection's tool", connection: target.name)
         }
@@ -331,14 +331,6 @@ extension HTTPProxy {
         recordCommandResult(exchange, event: event, started: started, status: status, errorCode: errorCode, error: error,
                             stdout: stdout, stderr: stderr, truncated: result.ending == .outputTooLarge)
         return (answer, ran)
-    }
-
-    private func mask(_ text: String, masks: [NamedMask]) -> String {
-        var text = text
-        for mask in masks where !mask.action.detectors.isEmpty {
-            if let masked = settings.masker.maskDetected(in: text, detectors: mask.action.detectors, strategy: mask.action.strategy) { text = masked }
-        }
-        return text
     }
 
     private func recordCommandResult(
@@ -420,9 +412,9 @@ struct StreamingScrubber {
     }
 }
 
-/// stdout and stderr of one streamed run: each scrubbed, masked by detectors and cut at whole
-/// characters as it comes; the masked text kept (up to a cap) for the trail. Used from the
-/// runner's thread only, one piece at a time.
+/// stdout and stderr of one run: each scrubbed, masked by detectors and cut at whole characters
+/// as it comes; the masked text kept (no more than the runner's output cap) for the answer and
+/// the trail. Fed from the runner's thread only, one piece at a time, and read after the run.
 final class StreamingOutput: @unchecked Sendable {
     private struct Pipeline {
         var scrubber: StreamingScrubber
@@ -432,7 +424,6 @@ final class StreamingOutput: @unchecked Sendable {
     }
 
     private var pipelines: [CommandOutputStream: Pipeline] = [:]
-    private let keep = 1 << 20
 
     init(secrets: [String], masks: [NamedMask], masker: ValueMasker) {
         let rules = ResponseMaskRules.forResponses(masks)
@@ -448,7 +439,7 @@ final class StreamingOutput: @unchecked Sendable {
         var out = pipeline.scrubber.feed(bytes)
         if pipeline.masker != nil { out = (try? pipeline.masker!.feed(out)) ?? Array("[output withheld: it could not be masked]".utf8) }
         let text = Self.wholeCharacters(&pipeline.partial, out)
-        pipeline.kept += text.truncated(toUTF8Bytes: max(0, keep - pipeline.kept.utf8.count)).text
+        pipeline.kept += text
         pipelines[stream] = pipeline
         return text
     }
@@ -461,7 +452,7 @@ final class StreamingOutput: @unchecked Sendable {
         }
         let text = String(decoding: pipeline.partial + out, as: UTF8.self)
         pipeline.partial = []
-        pipeline.kept += text.truncated(toUTF8Bytes: max(0, keep - pipeline.kept.utf8.count)).text
+        pipeline.kept += text
         pipelines[stream] = pipeline
         return text
     }

@@ -106,7 +106,7 @@ public final class HTTPProxy: Sendable {
             exchange.principal = principal
         }
 
-        if !isHostRouted(request), let (command, rest) = commandRoute(request) {
+        if let (command, rest) = commandRoute(request), !isHostRouted(request) {
             return try await runCommand(request, &exchange, target: command, rest: rest, context: context)
         }
         guard let (target, rawPath) = route(request) else {
@@ -168,26 +168,17 @@ public final class HTTPProxy: Sendable {
 
         // The request event, with the first body bytes, is committed before anything is forwarded.
         var prefix = BodyPrefix(limit: settings.maxRecordedBodyBytes)
-        do {
-            if let heldBody {
-                // Read whole while it waited: forwarded exactly as approved.
-                prefix.buffers = heldBody.buffers
-                prefix.bytes = heldBody.bytes
-                prefix.complete = true
-            } else if Self.hasBody(request) {
-                // Only a body can keep the gateway waiting; a deadline costs two tasks, so bodiless
-                // requests (most of them) go without.
-                let limit = settings.maxRecordedBodyBytes
-                prefix = try await withDeadline(target.readTimeout, code: "http.body-timeout", what: "the request body") {
-                    try await Self.readPrefix(of: body, upTo: limit)
-                }
-            } else {
-                prefix.complete = true
+        if let heldBody {
+            // Read whole while it waited: forwarded exactly as approved.
+            prefix.buffers = heldBody.buffers
+            prefix.bytes = heldBody.bytes
+            prefix.complete = true
+        } else {
+            do {
+                prefix = try await readBody(request, body, upTo: settings.maxRecordedBodyBytes, target: target)
+            } catch {
+                return try await refuseSlowBody(&exchange, target: target)
             }
-        } catch {
-            return try await refuse(&exchange, .requestTimeout, "the request body did not arrive in time",
-                                    decision: .deny(rule: "body", reason: "the request body did not arrive within \(target.readTimeout)"),
-                                    errorCode: "body-timeout")
         }
         let requestEvent: AuditEvent
         do {
@@ -324,6 +315,7 @@ public final class HTTPProxy: Sendable {
     }
 
     private func commandRoute(_ request: Request) -> (CommandTarget, Substring)? {
+        guard !commandsByName.isEmpty else { return nil }
         let rawPath = Self.rawPath(request.head.path ?? "/")
         guard rawPath.hasPrefix("/c/") else { return nil }
         let name = rawPath.dropFirst(3).prefix { $0 != "/" }
@@ -378,6 +370,27 @@ public final class HTTPProxy: Sendable {
 
     // MARK: Recording
 
+    /// The first `limit` bytes of the body (all of it when shorter: `complete`), within the
+    /// connection's read timeout.
+    private func readBody(_ request: Request, _ body: RequestBodyRest, upTo limit: Int, target: HTTPTarget) async throws -> BodyPrefix {
+        // Only a body can keep the gateway waiting; a deadline costs two tasks, so bodiless
+        // requests (most of them) go without.
+        guard Self.hasBody(request) else {
+            var empty = BodyPrefix(limit: limit)
+            empty.complete = true
+            return empty
+        }
+        return try await withDeadline(target.readTimeout, code: "http.body-timeout", what: "the request body") {
+            try await Self.readPrefix(of: body, upTo: limit)
+        }
+    }
+
+    private func refuseSlowBody(_ exchange: inout Exchange, target: HTTPTarget) async throws -> Response {
+        try await refuse(&exchange, .requestTimeout, "the request body did not arrive in time",
+                         decision: .deny(rule: "body", reason: "the request body did not arrive within \(target.readTimeout)"),
+                         errorCode: "body-timeout")
+    }
+
     enum HoldOutcome {
         /// Run it, recorded under this decision, with this body (read whole).
         case approved(Decision, BodyPrefix)
@@ -391,26 +404,17 @@ public final class HTTPProxy: Sendable {
         _ request: Request, _ exchange: inout Exchange, target: HTTPTarget, body: RequestBodyRest, decision: Decision,
         approval: ApprovalRequirement?, context: HTTPGatewayContext
     ) async throws -> HoldOutcome {
-        var whole = BodyPrefix(limit: settings.maxHeldBodyBytes)
-        if Self.hasBody(request) {
-            do {
-                let limit = settings.maxHeldBodyBytes
-                whole = try await withDeadline(target.readTimeout, code: "http.body-timeout", what: "the request body") {
-                    try await Self.readPrefix(of: body, upTo: limit)
-                }
-            } catch {
-                return .refused(try await refuse(&exchange, .requestTimeout, "the request body did not arrive in time",
-                                                 decision: .deny(rule: "body", reason: "the request body did not arrive within \(target.readTimeout)"),
-                                                 errorCode: "body-timeout"))
-            }
-            guard whole.complete else {
-                return .refused(try await refuse(
-                    &exchange, .contentTooLarge, "a request held for approval may carry at most \(settings.maxHeldBodyBytes) bytes",
-                    decision: .deny(rule: decision.rule, reason: "needs approval, and its body is larger than \(settings.maxHeldBodyBytes) bytes"),
-                    errorCode: "review-body-too-large"))
-            }
-        } else {
-            whole.complete = true
+        let whole: BodyPrefix
+        do {
+            whole = try await readBody(request, body, upTo: settings.maxHeldBodyBytes, target: target)
+        } catch {
+            return .refused(try await refuseSlowBody(&exchange, target: target))
+        }
+        guard whole.complete else {
+            return .refused(try await refuse(
+                &exchange, .contentTooLarge, "a request held for approval may carry at most \(settings.maxHeldBodyBytes) bytes",
+                decision: .deny(rule: decision.rule, reason: "needs approval, and its body is larger than \(settings.maxHeldBodyBytes) bytes"),
+                errorCode: "review-body-too-large"))
         }
         var bytes: [UInt8] = []
         for buffer in whole.buffers { bytes.append(contentsOf: buffer.readableBytesView) }

@@ -25,12 +25,22 @@ public enum ProblemResponse {
     }
 
     public static func json(_ value: [String: JSONValue], status: HTTPResponse.Status = .ok) throws -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: try bytes(value)))
+        try json(encoding: value, status: status)
+    }
+
+    /// Any encodable value as the JSON body (dates as ISO 8601).
+    public static func json(encoding value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: try bytes(encoding: value)))
     }
 
     public static func bytes(_ value: [String: JSONValue]) throws -> ByteBuffer {
+        try bytes(encoding: value)
+    }
+
+    public static func bytes(encoding value: some Encodable) throws -> ByteBuffer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
         var body = try encoder.encode(value)
         body.append(UInt8(ascii: "\n"))
         return ByteBuffer(bytes: body)

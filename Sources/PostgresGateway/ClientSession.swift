@@ -54,11 +54,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var cancelKey: CancelRegistry.Key?
     private var startupParameters: [StartupParameter] = []
 
-    /// Client frames wait here while an audit event is being committed; order is preserved and the
-    /// client is not read from until the queue drains.
+    /// Client frames wait here while the one ahead of them is held (inspected off the loop, its
+    /// request event being committed, or waiting for a review); order is preserved and the client
+    /// is not read from until the queue drains.
     private var pending: [PostgresFrame] = []
-    /// True while a statement is being inspected off the loop or its request event committed.
-    private var waitingForAudit = false
+    /// True while a frame is held and later ones queue behind it.
+    private var holdingInput = false
     /// `application_name = 'intent: ...'`: the intent of every statement that states none itself.
     /// Follows `SET application_name` through the server's ParameterStatus reports.
     private var applicationIntent: String?
@@ -221,7 +222,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     private func updateClientReading() {
         guard let context else { return }
-        let shouldRead = !waitingForAudit && upstreamWritable
+        let shouldRead = !holdingInput && upstreamWritable
         guard shouldRead != clientReading else { return }
         clientReading = shouldRead
         context.channel.setOption(ChannelOptions.autoRead, value: shouldRead).whenComplete { _ in }
@@ -290,7 +291,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             state = .authenticating
             authenticate(token: token, startup: startup)
         case .relaying:
-            if waitingForAudit {
+            if holdingInput {
                 pending.append(frame)
             } else {
                 relay(frame)
@@ -694,15 +695,15 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// parsed off the event loop, with the session's later frames queued behind it in order.
     private func inspectThen(_ sql: String, _ body: @escaping (SQLInspection) -> Void) {
         guard sql.utf8.count > Self.inlineInspectionBytes, let context else { return body(SQLInspector.inspect(sql)) }
-        waitingForAudit = true
+        holdingInput = true
         updateClientReading()
         context.eventLoop.makeFutureWithTask { SQLInspector.inspect(sql) }
             .assumeIsolated()
             .whenSuccess { inspection in
                 guard case .relaying = self.state else { return }
-                self.waitingForAudit = false
+                self.holdingInput = false
                 body(inspection)
-                if !self.waitingForAudit { self.drainPending() }
+                if !self.holdingInput { self.drainPending() }
             }
     }
 
@@ -798,7 +799,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 rule: decision.rule, reason: (decision.reason ?? "approval required") + "; approvals are not configured on this gateway")))
         }
         PostgresMetrics.heldStatements.increment()
-        waitingForAudit = true
+        holdingInput = true
         updateClientReading()
         let request = ReviewRequest(
             session: sessionID, connection: target.name, protocolName: "postgres",
@@ -809,9 +810,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             requester: principal, client: client, decision: decision,
             approvals: approval?.approvals ?? 1, approverGroups: approval?.approverGroups ?? [])
         let resume = { (body: () -> Void) in
-            self.waitingForAudit = false
+            self.holdingInput = false
             body()
-            if !self.waitingForAudit { self.drainPending() }
+            if !self.holdingInput { self.drainPending() }
         }
         context.eventLoop.makeFutureWithTask { () -> Result<Review, ReviewRefusal> in
             do {
@@ -944,7 +945,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 statement: single ? decided.statements[0] : nil, evaluation: single ? decided.evaluations[0] : nil,
                 decision: decided.overall)
             controls.description = RowDescriptionBox()
-            controls.approval = SQLPolicyEvaluation(statements: decided.evaluations).approval
+            if decided.overall.effect == .review { controls.approval = SQLPolicyEvaluation(statements: decided.evaluations).approval }
             if single, let original = inspection.statements.first {
                 controls.sessionEffect = Self.changesSessionState(original) ? original : nil
                 if original.kind == .cursor, original.innerStatement == nil { controls.cursorName = original.objectName }
@@ -1136,7 +1137,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 decision: decisions.flatMap { index < $0.count ? $0[index] : nil })
         }
         let auditLog = environment.auditLog
-        waitingForAudit = true
+        holdingInput = true
         if auditLog.appendsAreQuick {
             // A local SQLite commit, shared with the loop's other statements of this tick, costs
             // less on the loop than two thread hops to the writer thread and back.
@@ -1187,12 +1188,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         writeToUpstream(frame, upstream: upstream)
-        waitingForAudit = false
+        holdingInput = false
         drainPending()
     }
 
     private func drainPending() {
-        while !waitingForAudit, !pending.isEmpty, case .relaying = state {
+        while !holdingInput, !pending.isEmpty, case .relaying = state {
             relay(pending.removeFirst())
         }
         upstream?.flush()

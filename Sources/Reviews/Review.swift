@@ -24,8 +24,6 @@ public struct Review: Sendable, Codable, Equatable {
         case executed
         /// Access granted (access reviews only).
         case granted
-
-        public var isOpen: Bool { self == .pending }
     }
 
     public struct Approval: Sendable, Codable, Equatable {
@@ -71,15 +69,6 @@ public struct Review: Sendable, Codable, Equatable {
     /// Access reviews: how long the grant lasts, and whether agents acting for the requester share it.
     public var grantMinutes: Int?
     public var grantIncludesAgents: Bool?
-
-    /// The short form used in messages: who, what, where.
-    public var summary: String {
-        let who = requester.agent.map { "agent \($0) for \(requester.subject)" } ?? requester.subject
-        switch kind {
-        case .operation: return "\(who) on \(connection): \(operation)"
-        case .access: return "\(who) asks for access to \(connection) for \(grantMinutes ?? 0) minutes"
-        }
-    }
 }
 
 /// How a held operation's review ended, as its session learns it.
@@ -87,12 +76,6 @@ public enum ReviewOutcome: Sendable, Equatable {
     case approved(Review)
     /// Denied, expired or abandoned: the reason is for the client.
     case refused(Review)
-
-    public var review: Review {
-        switch self {
-        case .approved(let review), .refused(let review): review
-        }
-    }
 }
 
 /// Why an approval or denial was not taken. The message is for the reviewer.

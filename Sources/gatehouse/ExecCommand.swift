@@ -12,8 +12,7 @@ struct ExecCommand: AsyncParsableCommand {
         abstract: "Run a command connection's tool through the gateway.",
         discussion: "Example: gatehouse exec kubectl-prod -- get pods -n web. The exit status is the tool's (124 when it timed out).")
 
-    @Option(help: "Configuration file (YAML), for the HTTP listener's address.")
-    var config: String = "gatehouse.yaml"
+    @OptionGroup var options: ConfigOption
 
     @Option(help: "The gateway's HTTP URL (default: from the configuration's http.listen).")
     var gateway: String?
@@ -37,8 +36,9 @@ struct ExecCommand: AsyncParsableCommand {
         if let gateway {
             base = gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway
         } else {
-            guard let loaded = try? ConfigLoader.load(path: config), let listen = loaded.http.listen else {
-                throw fail("cannot find the gateway's HTTP listener in \(config); pass --gateway URL")
+            let loaded = try options.load()
+            guard let listen = loaded.http.listen else {
+                throw fail("\(options.config) has no HTTP listener (http.listen); pass --gateway URL")
             }
             base = (loaded.http.tlsCertificate == nil ? "http://" : "https://") + listen.description
         }

@@ -21,8 +21,7 @@ struct TokenOption: ParsableArguments {
 /// Where the gateway's admin API is and who is asking: every reviews and access command acts as
 /// the person its token names, so the gateway can tell a requester from an approver.
 struct AdminClientOptions: ParsableArguments {
-    @Option(name: .long, help: "Configuration file (YAML), for the admin listener's address.")
-    var config: String = "gatehouse.yaml"
+    @OptionGroup var options: ConfigOption
 
     @Option(help: "The gateway's admin URL (default: from the configuration's admin.listen).")
     var gateway: String?
@@ -33,17 +32,13 @@ struct AdminClientOptions: ParsableArguments {
 
     func baseURL() throws -> String {
         if let gateway { return gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway }
-        do {
-            let loaded = try ConfigLoader.load(path: config)
-            return "http://\(loaded.admin.listen)"
-        } catch {
-            throw fail("cannot read \(config) for the gateway's address; pass --gateway URL")
-        }
+        return "http://\(try options.load().admin.listen)"
     }
 
     /// Calls the admin API; a problem document becomes the command's error message and exit 1.
     func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil) async throws -> Any {
-        var request = HTTPClientRequest(url: try baseURL() + path)
+        let base = try baseURL()
+        var request = HTTPClientRequest(url: base + path)
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(try bearer())")
         request.headers.add(name: "User-Agent", value: "gatehouse-cli")
@@ -57,7 +52,7 @@ struct AdminClientOptions: ParsableArguments {
             response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
             bytes = try await response.body.collect(upTo: 8 << 20)
         } catch {
-            throw fail("cannot reach the gateway at \(try baseURL()): \(error)")
+            throw fail("cannot reach the gateway at \(base): \(error)")
         }
         let object = try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))
         guard (200..<300).contains(Int(response.status.code)) else {

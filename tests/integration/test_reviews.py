@@ -280,7 +280,7 @@ def test_the_requester_cannot_approve_and_two_approvals_are_needed_where_a_rule_
     agent = reviews_cli(gw, token(gw, subject="bob", groups="approvers", actor="claude-code"), "approve", review["id"])
     assert agent.returncode == 1 and "agents cannot decide reviews" in agent.stderr
     outsider = reviews_cli(gw, token(gw, subject="mallory", groups="dev", actor=None), "approve", review["id"])
-    assert outsider.returncode == 1, "someone outside the approver groups cannot even see the review"
+    assert outsider.returncode == 1 and f"no review {review['id']}" in outsider.stderr, "someone outside the approver groups cannot even see the review"
 
     first = reviews_cli(gw, approver(gw), "approve", review["id"])
     assert first.returncode == 0 and "1/2 approvals, waiting for more" in first.stdout
