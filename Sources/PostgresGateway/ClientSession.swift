@@ -125,6 +125,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// A result being stopped at its row limit.
     private var cut: RowLimitCut?
     /// Server messages held after a cut until the cancel sent for it has arrived.
+    /// The gateway is stopping: the session ends once what it is doing is answered.
+    private var stopping = false
     private var heldUntilCancelled: [PostgresFrame]?
     private var heldReady: PostgresFrame?
     private var tracker: StatementTracker
@@ -180,6 +182,27 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         close(reason: "client disconnected")
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is GatewayStopping else { return context.fireUserInboundEventTriggered(event) }
+        stopping = true
+        endIfStoppingAndIdle()
+    }
+
+    /// A stopping gateway lets each session finish what it has started, so a statement in flight
+    /// (or one whose review was just closed) gets its own answer, then ends it the way PostgreSQL
+    /// ends sessions when it shuts down.
+    private func endIfStoppingAndIdle() {
+        guard stopping else { return }
+        switch state {
+        case .closed: return
+        case .relaying:
+            guard heldReview == nil, !holdingInput, pending.isEmpty, tracker.inFlight == 0,
+                  heldUntilCancelled == nil, heldReady == nil else { return }
+        default: break
+        }
+        fatal(sqlState: "57P01", message: "terminating connection because the gateway is shutting down")
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -1198,6 +1221,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         upstream?.flush()
         updateClientReading()
+        endIfStoppingAndIdle()
     }
 
     private func writeToUpstream(_ frame: PostgresFrame, upstream: Channel) {
@@ -1463,6 +1487,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     func upstreamReadComplete(channel: Channel) {
         guard isCurrentUpstream(channel) else { return }
         context?.flush()
+        endIfStoppingAndIdle()
     }
 
     func upstreamFailed(_ error: Error, channel: Channel) {

@@ -9,7 +9,7 @@ import Reviews
 import ServiceLifecycle
 
 /// The PostgreSQL listener as a ServiceLifecycle service: accepts clients until graceful shutdown,
-/// then stops accepting and closes the sessions it has.
+/// then stops accepting and ends the sessions it has, each once its statement in flight is answered.
 public final class PostgresListener: Service, Sendable {
     private let environment: SessionEnvironment
     private let logger: Logger
@@ -65,9 +65,18 @@ public final class PostgresListener: Service, Sendable {
         } onGracefulShutdown: {
             server.close(promise: nil)
         }
+        // Each session finishes the statement it is running (a held one gets its refusal), then
+        // ends; what is still busy after the grace period is cut.
+        sessions.tellAll(GatewayStopping())
+        await sessions.waitUntilEmpty(deadline: .now + Self.stopGracePeriod)
         sessions.closeAll()
     }
+
+    static let stopGracePeriod = Duration.seconds(5)
 }
+
+/// Sent to every session when the gateway stops.
+struct GatewayStopping: Sendable {}
 
 /// The client channels of one listener, so shutdown can end them.
 final class ChannelGroup: Sendable {
@@ -86,6 +95,18 @@ final class ChannelGroup: Sendable {
             _ = self?.channels.withLockedValue { $0.removeValue(forKey: id) }
         }
         return true
+    }
+
+    func tellAll(_ event: some Sendable) {
+        for channel in channels.withLockedValue({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func waitUntilEmpty(deadline: ContinuousClock.Instant) async {
+        while channels.withLockedValue({ !$0.isEmpty }), ContinuousClock.now < deadline, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     func closeAll() {

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -284,6 +285,38 @@ def test_a_cancel_reaches_the_right_backend(gw):
     [cancel] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.cancel"]
     [connect] = [e["record"] for e in gw.events() if e["record"]["operation"]["kind"] == "pg.connect"]
     assert cancel["session"] == connect["session"] and cancel["principal"]["subject"] == "alice"
+
+
+def test_a_stopping_gateway_answers_the_statement_in_flight_then_ends_sessions(gw):
+    """SIGTERM while one client waits for a slow statement and another sits idle: the slow one
+    gets its rows (recorded), then both sessions end as PostgreSQL ends them at shutdown (57P01)."""
+    psycopg = pytest.importorskip("psycopg")
+    conninfo = f"host=127.0.0.1 port={gw.pg_port} dbname=app-scram user=alice password={token(gw)}"
+    busy = psycopg.connect(conninfo, autocommit=True)
+    idle = psycopg.connect(conninfo, autocommit=True)
+    answer: dict = {}
+
+    def slow():
+        try:
+            answer["rows"] = busy.execute("SELECT 42 FROM pg_sleep(1.5)").fetchall()
+            busy.execute("SELECT 1")
+        except psycopg.Error as error:
+            answer["after"] = error
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+    assert gw.stop(signal.SIGTERM) == 0
+    thread.join(timeout=30)
+    assert answer["rows"] == [(42,)]
+    assert isinstance(answer["after"], psycopg.OperationalError)
+    with pytest.raises(psycopg.OperationalError):
+        idle.execute("SELECT 1")
+    busy.close()
+    idle.close()
+    events = gw.events()
+    [query] = [e for e in events if e["record"]["operation"].get("text") == "SELECT 42 FROM pg_sleep(1.5)"]
+    [result] = [e["record"] for e in events if e["record"]["operation"].get("text") == f"result of event {query['seq']}"]
+    assert result["outcome"]["rows"] == 1 and result["outcome"]["status"] == "SELECT 1"
 
 
 def test_pgbench_through_the_gateway_is_recorded_in_full(gw, pg):
