@@ -28,6 +28,8 @@ public final class SQLiteAuditStore: AuditStore {
     let durability: AuditStoreOptions.Durability
     private let pool: DatabasePool
     private let closed = LockedFlag()
+    /// The chain's tail as this store last wrote it; used only on the writer connection.
+    private let knownTail = KnownTail()
 
     public init(options: AuditStoreOptions) throws {
         self.path = options.path
@@ -68,8 +70,11 @@ public final class SQLiteAuditStore: AuditStore {
             return try pool.writeWithoutTransaction { db in
                 var events: [AuditEvent] = []
                 events.reserveCapacity(records.count)
-                try db.inTransaction(.immediate) {
-                    let tail = try Self.tail(db)
+                var dataVersion: Int64 = -1
+                try Self.immediateTransaction(db) {
+                    // Read under the write lock: no other connection can commit until this one ends.
+                    dataVersion = try KnownTail.dataVersion(db)
+                    let tail = try knownTail.current(dataVersion: dataVersion) ?? Self.tail(db)
                     var seq = tail?.seq ?? 0
                     var previousHash = tail?.hash ?? AuditEvent.genesisHash
                     let insert = try db.cachedStatement(sql: """
@@ -92,7 +97,10 @@ public final class SQLiteAuditStore: AuditStore {
                         events.append(AuditEvent(seq: seq, prevHash: previousHash, hash: hash, record: record))
                         previousHash = hash
                     }
-                    return .commit
+                } onCommit: {
+                    if let last = events.last { knownTail.remember(seq: last.seq, hash: last.hash, dataVersion: dataVersion) }
+                } onRollback: {
+                    knownTail.forget()
                 }
                 return events
             }
@@ -351,6 +359,23 @@ public final class SQLiteAuditStore: AuditStore {
 
     // MARK: Rows
 
+    /// `BEGIN IMMEDIATE` … `COMMIT` through prepared statements: GRDB's transaction helper
+    /// compiles both texts again on every call, a measurable share of a one-event append.
+    private static func immediateTransaction(
+        _ db: Database, _ body: () throws -> Void, onCommit: () -> Void, onRollback: () -> Void
+    ) throws {
+        try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+        do {
+            try body()
+            try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
+        } catch {
+            onRollback()
+            if db.isInsideTransaction { try? db.execute(sql: "ROLLBACK TRANSACTION") }
+            throw error
+        }
+        onCommit()
+    }
+
     private static func tail(_ db: Database) throws -> (seq: Int64, hash: String)? {
         let statement = try db.cachedStatement(sql: "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
         guard let row = try Row.fetchOne(statement) else {
@@ -493,5 +518,35 @@ final class LockedFlag: @unchecked Sendable {
         if flag { return false }
         flag = true
         return true
+    }
+}
+
+/// The tail of the chain as the writer connection left it, so an append need not read it back.
+/// Trusted only while no other connection (another process on the same file) has committed since:
+/// SQLite's `data_version` tells, and otherwise the tail is read from the table as before.
+private final class KnownTail: @unchecked Sendable {
+    // Touched only inside the writer connection's serialized access.
+    private var tail: (seq: Int64, hash: String, dataVersion: Int64)?
+
+    func current(dataVersion: Int64) -> (seq: Int64, hash: String)? {
+        guard let tail, tail.dataVersion == dataVersion else {
+            self.tail = nil
+            return nil
+        }
+        return (tail.seq, tail.hash)
+    }
+
+    /// `dataVersion` as read inside the transaction that wrote this tail: the connection's own
+    /// commit does not change it, any other connection's does.
+    func remember(seq: Int64, hash: String, dataVersion: Int64) {
+        tail = (seq, hash, dataVersion)
+    }
+
+    func forget() {
+        tail = nil
+    }
+
+    static func dataVersion(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? -1
     }
 }

@@ -39,6 +39,26 @@ struct SQLiteAuditStoreTests {
         try queue.close()
     }
 
+    /// Each store remembers the tail it wrote; a commit by another connection in between (another
+    /// process on the same file) must make it read the tail again, or the chain would fork.
+    @Test func twoStoresOnOneFileKeepOneChain() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let first = try SQLiteAuditStore(options: harness.options())
+        let second = try SQLiteAuditStore(options: harness.options())
+        var written: [AuditEvent] = []
+        for round in 0..<3 {
+            written += try first.append([Fixture.record(4 * round + 1), Fixture.record(4 * round + 2)])
+            written += try second.append([Fixture.record(4 * round + 3)])
+            written += try first.append([Fixture.record(4 * round + 4)])
+        }
+        #expect(written.map(\.seq) == Array(1...12))
+        #expect(zip(written.dropFirst(), written).allSatisfy { $0.prevHash == $1.hash })
+        try await first.close()
+        try await second.close()
+        #expect(try await Fixture.verify(harness, with: signer.verifier).isIntact)
+    }
+
     @Test func headFileHoldsTheNewestCheckpoint() async throws {
         let harness = try SQLiteHarness()
         defer { harness.remove() }
