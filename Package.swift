@@ -225,6 +225,20 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        // The benchmarks' floor: a bare SwiftNIO relay and a bare Hummingbird + AsyncHTTPClient
+        // proxy, measured next to the gateway (benchmarks/README.md). Not shipped.
+        .executableTarget(
+            name: "gatehouse-baseline",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "benchmarks/baseline",
+            swiftSettings: strictSwift6
+        ),
         .executableTarget(
             name: "PostgresNIOProbe",
             dependencies: [
@@ -250,7 +264,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HTTPGatewayTests",
-            dependencies: ["HTTPGateway", "Policy", "GatehouseCore"],
+            dependencies: ["HTTPGateway", "Policy", "GatehouseCore", .product(name: "NIOEmbedded", package: "swift-nio")],
             swiftSettings: strictSwift6
         ),
         .testTarget(name: "SQLInspectionTests", dependencies: ["SQLInspection"], swiftSettings: strictSwift6),

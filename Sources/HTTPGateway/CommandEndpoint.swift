@@ -224,7 +224,7 @@ extension HTTPProxy {
         }
         // The caller leaving stops the run.
         let cancellation = CommandCancellation()
-        Self.hangup(of: context).whenComplete { _ in cancellation.cancel() }
+        let hangup = Self.onHangup(of: context) { cancellation.cancel() }
         let masks = settings.policy.masks(principal: principal, connection: target.name)
         var spec = CommandSpec(
             executable: target.executable, arguments: target.arguments + call.args, environment: environment, files: files,
@@ -246,6 +246,7 @@ extension HTTPProxy {
             Task {
                 defer { target.running.leave() }
                 let result = await CommandRunner.run(spec)
+                hangup.end()
                 for stream in [CommandOutputStream.stdout, .stderr] {
                     let rest = outputs.finish(stream)
                     if !rest.isEmpty { continuation.yield(Self.line(["stream": .string(stream.rawValue), "data": .string(rest)])) }
@@ -259,6 +260,7 @@ extension HTTPProxy {
         }
         spec.onOutput = { stream, bytes in _ = outputs.feed(stream, bytes) }
         let result = await CommandRunner.run(spec)
+        hangup.end()
         _ = outputs.finish(.stdout)
         _ = outputs.finish(.stderr)
         let (answer, ran) = finishRun(result, target: target, exchange: finishedExchange, event: requestEvent, started: started,

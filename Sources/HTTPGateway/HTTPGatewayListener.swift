@@ -67,34 +67,81 @@ public struct HTTPGatewayListener: Service {
     }
 }
 
-/// Tells a request waiting for approval that its client has gone: the connection closed, or the
+/// Tells the requests that watch their client that it has gone: the connection closed, or the
 /// client shut its sending side (the server allows half-closed connections, so only this handler
-/// sees that while the request is held).
+/// sees that while a request is held). Each request stops watching when it is done, so a
+/// kept-alive connection does not collect one callback per request it carried.
 final class HangupWatcher: ChannelInboundHandler, RemovableChannelHandler {
     // Reads pass through untouched (the default channelRead forwards them).
     typealias InboundIn = NIOAny
 
-    private var promise: EventLoopPromise<Void>?
+    private var observers: [ObjectIdentifier: @Sendable () -> Void] = [:]
+    private var hungUp = false
 
-    var hangup: EventLoopFuture<Void> {
-        promise!.futureResult
+    /// Runs `callback` when the client goes, at once if it has gone already.
+    func observe(_ key: ObjectIdentifier, _ callback: @escaping @Sendable () -> Void) {
+        guard !hungUp else { return callback() }
+        observers[key] = callback
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        promise = context.eventLoop.makePromise()
+    func stopObserving(_ key: ObjectIdentifier) {
+        observers[key] = nil
+    }
+
+    var observerCount: Int { observers.count }
+
+    private func hangUp() {
+        guard !hungUp else { return }
+        hungUp = true
+        let callbacks = observers.values
+        observers = [:]
+        for callback in callbacks { callback() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        promise?.succeed(())
+        hangUp()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        promise?.succeed(())
+        hangUp()
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? ChannelEvent, event == .inputClosed { promise?.succeed(()) }
+        if let event = event as? ChannelEvent, event == .inputClosed { hangUp() }
         context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// One request's watch on its client (see `HTTPProxy.onHangup`); `end()` it when the request is done.
+public final class HangupObservation: Sendable {
+    private let channel: any Channel
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    static func start(on channel: any Channel, _ callback: @escaping @Sendable () -> Void) -> HangupObservation {
+        let observation = HangupObservation(channel: channel)
+        let key = ObjectIdentifier(observation)
+        channel.eventLoop.execute {
+            if let watcher = try? channel.pipeline.syncOperations.handler(type: HangupWatcher.self) {
+                watcher.observe(key, callback)
+            } else {
+                // No watcher (it went with the connection's pipeline): the client is gone.
+                callback()
+            }
+        }
+        return observation
+    }
+
+    /// Stops watching; the callback will not run after this (unless it already has).
+    public func end() {
+        let key = ObjectIdentifier(self)
+        let channel = self.channel
+        // Ordered after the registration, which was submitted to the same loop first.
+        channel.eventLoop.execute {
+            (try? channel.pipeline.syncOperations.handler(type: HangupWatcher.self))?.stopObserving(key)
+        }
     }
 }

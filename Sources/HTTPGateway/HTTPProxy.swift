@@ -463,9 +463,9 @@ public final class HTTPProxy: Sendable {
                                              decision: .deny(rule: decision.rule, reason: "needs approval; \(message)"), errorCode: "review-unavailable"))
         }
         // The client leaving (connection closed, or its sending side shut) abandons the review.
-        let hangup = Self.hangup(of: context)
         let id = review.id
-        hangup.whenComplete { _ in Task { await reviews.abandon(id, reason: "the client disconnected") } }
+        let hangup = Self.onHangup(of: context) { Task { await reviews.abandon(id, reason: "the client disconnected") } }
+        defer { hangup.end() }
         switch await reviews.wait(review.id) {
         case .approved(let approved) where approved.digest == reviewRequest.digest:
             // Claimed for its one run before it is sent; a review abandoned in the meantime (the
@@ -488,13 +488,11 @@ public final class HTTPProxy: Sendable {
         }
     }
 
-    /// Completes when the client of this request has gone: its connection closed, or its sending
-    /// side shut.
-    public static func hangup(of context: HTTPGatewayContext) -> EventLoopFuture<Void> {
-        let channel = context.channel
-        return channel.eventLoop.flatSubmit {
-            (try? channel.pipeline.syncOperations.handler(type: HangupWatcher.self).hangup) ?? channel.closeFuture
-        }
+    /// Runs `callback` once the client of this request has gone (its connection closed, or its
+    /// sending side shut), at once if it already has. The request ends the returned observation
+    /// when it is done with it.
+    public static func onHangup(of context: HTTPGatewayContext, _ callback: @escaping @Sendable () -> Void) -> HangupObservation {
+        HangupObservation.start(on: context.channel, callback)
     }
 
     func refuse(

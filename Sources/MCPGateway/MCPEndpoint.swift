@@ -164,7 +164,7 @@ public final class MCPEndpoint: Sendable {
         let requestID = UUID().uuidString
         headers[Self.requestHeader] = requestID
         let calls = self.calls
-        calls.watch(requestID, hangup: HTTPProxy.hangup(of: context))
+        calls.watch(requestID) { callback in HTTPProxy.onHangup(of: context, callback) }
         let mcpRequest = MCP.HTTPRequest(
             method: request.method.rawValue, headers: headers, body: body.readableBytes > 0 ? Data(buffer: body) : nil, path: path)
         let answer = await sessions.handle(mcpRequest, principal: principal, calls: calls) { sessionID in
@@ -309,14 +309,17 @@ actor MCPSessions {
 /// the HTTP request that carries the call, so a client gone before the call starts is seen too),
 /// or their session ending.
 final class RunningCalls: Sendable {
+    /// Starts watching the client of one HTTP request.
+    typealias HangupWatch = @Sendable (_ callback: @escaping @Sendable () -> Void) -> HangupObservation
+
     private struct State {
-        var hangups: [String: EventLoopFuture<Void>] = [:]
+        var hangups: [String: HangupWatch] = [:]
         var bySession: [String: [String: @Sendable () -> Void]] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
 
-    func watch(_ request: String, hangup: EventLoopFuture<Void>) {
+    func watch(_ request: String, hangup: @escaping HangupWatch) {
         state.withLockedValue { $0.hangups[request] = hangup }
     }
 
@@ -327,13 +330,14 @@ final class RunningCalls: Sendable {
     /// Ties a call to its client and its session; the returned closure ends the tie.
     func start(request: String?, session: String, cancel: @escaping @Sendable () -> Void) -> @Sendable () -> Void {
         let id = UUID().uuidString
-        let hangup = state.withLockedValue { state -> EventLoopFuture<Void>? in
+        let hangup = state.withLockedValue { state -> HangupWatch? in
             state.bySession[session, default: [:]][id] = cancel
             return request.flatMap { state.hangups[$0] }
         }
         // Already gone: the callback runs at once.
-        hangup?.whenComplete { _ in cancel() }
+        let observation = hangup?(cancel)
         return { [state] in
+            observation?.end()
             state.withLockedValue { state in
                 state.bySession[session]?[id] = nil
                 if state.bySession[session]?.isEmpty == true { state.bySession[session] = nil }
