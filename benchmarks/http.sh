@@ -11,7 +11,9 @@
 #   2. nginx as a reverse proxy in front of it (keep-alive pool, adds the key, strips the client's
 #      Authorization), the peer to beat;
 #   3. Gatehouse (release build) in front of it: token check, request rules, the request event
-#      committed before forwarding, credential injection, the response event after.
+#      committed before forwarding, credential injection, the response event after;
+#   4. the floor of Gatehouse's stack: a bare Hummingbird + AsyncHTTPClient proxy that injects the
+#      key and nothing else (benchmarks/baseline, `gatehouse-baseline http-proxy`).
 #   Then wrk at 1 connection (-t1 -c1) and at 32 connections (-t2 -c32) against each target; a
 #   table of requests/s and average latency with the ratios Gatehouse/direct and Gatehouse/nginx;
 #   then stops Gatehouse with SIGTERM, verifies its audit trail and checks that it holds one
@@ -20,7 +22,7 @@
 # Environment:
 #   BENCH_SECONDS        length of each wrk run (default 10)
 #   BENCH_CONNECTIONS    connection counts (default "1 32")
-#   BENCH_TARGETS        which of "direct nginx gatehouse" to run (default all three)
+#   BENCH_TARGETS        which of "direct nginx hb-proxy gatehouse" to run (default all four)
 #   GATEHOUSE_BIN        use this gatehouse binary instead of building .build-release/release/gatehouse
 #   BENCH_SKIP_BUILD=1   reuse .build-release/release/gatehouse without running swift build
 #   BENCH_KEEP=1         keep the work directory
@@ -35,7 +37,7 @@ cd "$ROOT"
 
 DURATION="${BENCH_SECONDS:-10}"
 CONNECTION_COUNTS="${BENCH_CONNECTIONS:-1 32}"
-TARGETS="${BENCH_TARGETS:-direct nginx gatehouse}"
+TARGETS="${BENCH_TARGETS:-direct nginx hb-proxy gatehouse}"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -52,14 +54,18 @@ if [ -n "${GATEHOUSE_BIN:-}" ]; then
   BIN="$GATEHOUSE_BIN"
 else
   BIN="$ROOT/.build-release/release/gatehouse"
-  if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$BIN" ]; then
-    say "building gatehouse (release, .build-release; the first build takes about 6 minutes)"
-    if ! swift build -c release --product gatehouse --scratch-path "$ROOT/.build-release" >"${TMPDIR:-/tmp}/gatehouse-bench-build.log" 2>&1; then
-      tail -n 40 "${TMPDIR:-/tmp}/gatehouse-bench-build.log" >&2
-      die "release build failed (log: ${TMPDIR:-/tmp}/gatehouse-bench-build.log)"
-    fi
-  fi
 fi
+BASELINE="$ROOT/.build-release/release/gatehouse-baseline"
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$BIN" ] || [ ! -x "$BASELINE" ]; then
+  say "building gatehouse and gatehouse-baseline (release, .build-release; the first build takes about 6 minutes)"
+  for product in $([ -z "${GATEHOUSE_BIN:-}" ] && echo gatehouse) gatehouse-baseline; do
+    if ! swift build -c release --product "$product" --scratch-path "$ROOT/.build-release" >"${TMPDIR:-/tmp}/gatehouse-bench-build.log" 2>&1; then
+      tail -n 40 "${TMPDIR:-/tmp}/gatehouse-bench-build.log" >&2
+      die "release build of $product failed (log: ${TMPDIR:-/tmp}/gatehouse-bench-build.log)"
+    fi
+  done
+fi
+[ -x "$BASELINE" ] || die "no gatehouse-baseline binary at $BASELINE"
 [ -x "$BIN" ] || die "no gatehouse binary at $BIN"
 REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ -z "${GATEHOUSE_BIN:-}" ] && [ -n "$(git -C "$ROOT" status --porcelain -- Sources Package.swift 2>/dev/null)" ]; then
@@ -73,6 +79,7 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 WORK="$(mktemp -d /tmp/gatehouse-httpbench.XXXXXX)"
 chmod 755 "$WORK"
 GATEWAY_PID=""
+BASELINE_PID=""
 NGINX_PIDFILE="$WORK/nginx/nginx.pid"
 
 cleanup() {
@@ -83,6 +90,7 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$GATEWAY_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$GATEWAY_PID" 2>/dev/null || true
   fi
+  if [ -n "$BASELINE_PID" ]; then kill -KILL "$BASELINE_PID" 2>/dev/null || true; fi
   if [ -f "$NGINX_PIDFILE" ]; then
     kill -TERM "$(cat "$NGINX_PIDFILE")" 2>/dev/null || true
     sleep 0.3
@@ -101,6 +109,7 @@ free_port() {
 UPSTREAM_PORT="$(free_port)"
 PROXY_PORT="$(free_port)"
 GATEWAY_PORT="$(free_port)"
+BASELINE_PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
 API_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 export GATEHOUSE_BENCH_API_KEY="$API_KEY"
@@ -160,6 +169,14 @@ CONF
 for _ in $(seq 50); do [ -f "$NGINX_PIDFILE" ] && break; sleep 0.1; done
 
 # ---------------------------------------------------------------------------------------------
+# The floor: a bare Hummingbird + AsyncHTTPClient proxy, what any proxy on Gatehouse's stack costs
+
+say "starting the bare Hummingbird + AsyncHTTPClient proxy on 127.0.0.1:$BASELINE_PORT"
+"$BASELINE" http-proxy "$BASELINE_PORT" "http://127.0.0.1:$UPSTREAM_PORT" X-Api-Key GATEHOUSE_BENCH_API_KEY >"$WORK/baseline.log" 2>&1 &
+BASELINE_PID=$!
+for _ in $(seq 100); do grep -q '^ready' "$WORK/baseline.log" 2>/dev/null && break; sleep 0.1; done
+
+# ---------------------------------------------------------------------------------------------
 # Gatehouse
 
 say "starting Gatehouse ($BIN) on 127.0.0.1:$GATEWAY_PORT"
@@ -204,6 +221,7 @@ url_of() {
   case "$1" in
     direct) echo "http://127.0.0.1:$UPSTREAM_PORT/config/db.pool_size" ;;
     nginx) echo "http://127.0.0.1:$PROXY_PORT/config/db.pool_size" ;;
+    hb-proxy) echo "http://127.0.0.1:$BASELINE_PORT/config/db.pool_size" ;;
     gatehouse) echo "http://127.0.0.1:$GATEWAY_PORT/c/config-api/config/db.pool_size" ;;
   esac
 }
@@ -216,6 +234,7 @@ headers_of() {
 pid_of() {
   case "$1" in
     gatehouse) echo "$GATEWAY_PID" ;;
+    hb-proxy) echo "$BASELINE_PID" ;;
     *) echo "" ;;
   esac
 }
@@ -284,19 +303,21 @@ echo
 echo "wrk ${DURATION}s per run, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), gatehouse $REVISION (release)"
 echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo
-printf '| %3s | %10s | %10s | %10s | %8s | %8s | %9s | %9s | %9s | %10s |\n' \
-  c direct nginx gatehouse "GH/dir" "GH/nginx" "dir µs" "nginx µs" "GH µs" "GH cpu/req"
-printf '|%s|\n' "----:|-----------:|-----------:|-----------:|---------:|---------:|----------:|----------:|----------:|-----------:"
+printf '| %3s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %9s | %9s | %9s | %9s | %10s | %10s |\n' \
+  c direct nginx hb-proxy gatehouse "GH/dir" "GH/nginx" "hb/nginx" "dir µs" "nginx µs" "hb µs" "GH µs" "hb cpu/req" "GH cpu/req"
+printf '|%s|\n' "----:|-----------:|-----------:|-----------:|-----------:|---------:|---------:|---------:|----------:|----------:|----------:|----------:|-----------:|-----------:"
 for connections in $CONNECTION_COUNTS; do
-  d="direct/$connections"; n="nginx/$connections"; g="gatehouse/$connections"
-  printf '| %3s | %10s | %10s | %10s | %8s | %8s | %9s | %9s | %9s | %10s |\n' "$connections" \
-    "${RPS[$d]:--}" "${RPS[$n]:--}" "${RPS[$g]:--}" \
-    "$(ratio "${RPS[$g]:-}" "${RPS[$d]:-}")" "$(ratio "${RPS[$g]:-}" "${RPS[$n]:-}")" \
-    "$(to_us "${LATENCY[$d]:-}")" "$(to_us "${LATENCY[$n]:-}")" "$(to_us "${LATENCY[$g]:-}")" "${CPU[$g]:--}"
+  d="direct/$connections"; n="nginx/$connections"; g="gatehouse/$connections"; h="hb-proxy/$connections"
+  printf '| %3s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %9s | %9s | %9s | %9s | %10s | %10s |\n' "$connections" \
+    "${RPS[$d]:--}" "${RPS[$n]:--}" "${RPS[$h]:--}" "${RPS[$g]:--}" \
+    "$(ratio "${RPS[$g]:-}" "${RPS[$d]:-}")" "$(ratio "${RPS[$g]:-}" "${RPS[$n]:-}")" "$(ratio "${RPS[$h]:-}" "${RPS[$n]:-}")" \
+    "$(to_us "${LATENCY[$d]:-}")" "$(to_us "${LATENCY[$n]:-}")" "$(to_us "${LATENCY[$h]:-}")" "$(to_us "${LATENCY[$g]:-}")" \
+    "${CPU[$h]:--}" "${CPU[$g]:--}"
 done
 echo
-echo "direct/nginx/gatehouse = requests/s; GH/dir, GH/nginx = Gatehouse throughput ratios; µs = wrk's average latency;"
-echo "cpu/req = the gateway process's CPU time (user+system) per request, in µs."
+echo "direct/nginx/hb-proxy/gatehouse = requests/s (hb-proxy: the bare Hummingbird + AsyncHTTPClient proxy, the floor of"
+echo "Gatehouse's stack); GH/dir, GH/nginx, hb/nginx = throughput ratios; µs = wrk's average latency;"
+echo "cpu/req = the proxy process's CPU time (user+system) per request, in µs."
 
 if [[ " $TARGETS " == *" gatehouse "* ]]; then
   echo

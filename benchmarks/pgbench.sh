@@ -7,7 +7,9 @@
 # In one go on this machine, everything on 127.0.0.1:
 #   1. a throwaway PostgreSQL 15 (scripts/lib/postgres.sh), pgbench data at scale 1 in `app`;
 #   2. PgBouncer (Debian package) in session mode in front of it, run as the `postgres` user;
-#   3. Gatehouse (release build) in front of it with full recording (its defaults);
+#   3. Gatehouse (release build) in front of it with full recording (its defaults), and the floor
+#      of its stack: a bare SwiftNIO byte relay (benchmarks/baseline, `gatehouse-baseline
+#      tcp-relay`: no parsing, no identity, no recording);
 #   4. pgbench select-only simple (-S -M simple), select-only prepared (-S -M prepared) and the
 #      default TPC-B-like script, at 1 client and at 8 clients (-j 2), each directly, through
 #      PgBouncer and through Gatehouse;
@@ -22,7 +24,7 @@
 # Environment:
 #   BENCH_SECONDS   length of each pgbench run (default 10)
 #   BENCH_CLIENTS   client counts to run (default "1 8"); -j is min(clients, 2)
-#   BENCH_TARGETS   which of "direct pgbouncer gatehouse" to run (default all three)
+#   BENCH_TARGETS   which of "direct pgbouncer relay gatehouse" to run (default all four)
 #   BENCH_WORKLOADS which of "select-simple select-prepared tpcb" to run (default all three)
 #   BENCH_MASKED=0  skip the masked variant
 #   GATEHOUSE_BIN   use this gatehouse binary instead of building .build-release/release/gatehouse
@@ -40,7 +42,7 @@ cd "$ROOT"
 
 DURATION="${BENCH_SECONDS:-10}"
 CLIENT_COUNTS="${BENCH_CLIENTS:-1 8}"
-TARGETS="${BENCH_TARGETS:-direct pgbouncer gatehouse}"
+TARGETS="${BENCH_TARGETS:-direct pgbouncer relay gatehouse}"
 WORKLOADS="${BENCH_WORKLOADS:-select-simple select-prepared tpcb}"
 SCALE=1
 PG_BINDIR="${GATEHOUSE_PG_BINDIR:-/usr/lib/postgresql/15/bin}"
@@ -67,15 +69,19 @@ if [ -n "${GATEHOUSE_BIN:-}" ]; then
   BIN="$GATEHOUSE_BIN"
 else
   BIN="$ROOT/.build-release/release/gatehouse"
-  if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$BIN" ]; then
-    say "building gatehouse (release, .build-release; the first build takes about 6 minutes)"
-    if ! swift build -c release --product gatehouse --scratch-path "$ROOT/.build-release" >"${TMPDIR:-/tmp}/gatehouse-bench-build.log" 2>&1; then
+fi
+BASELINE="$ROOT/.build-release/release/gatehouse-baseline"
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$BIN" ] || [ ! -x "$BASELINE" ]; then
+  say "building gatehouse and gatehouse-baseline (release, .build-release; the first build takes about 6 minutes)"
+  for product in $([ -z "${GATEHOUSE_BIN:-}" ] && echo gatehouse) gatehouse-baseline; do
+    if ! swift build -c release --product "$product" --scratch-path "$ROOT/.build-release" >"${TMPDIR:-/tmp}/gatehouse-bench-build.log" 2>&1; then
       tail -n 40 "${TMPDIR:-/tmp}/gatehouse-bench-build.log" >&2
-      die "release build failed (log: ${TMPDIR:-/tmp}/gatehouse-bench-build.log)"
+      die "release build of $product failed (log: ${TMPDIR:-/tmp}/gatehouse-bench-build.log)"
     fi
-  fi
+  done
 fi
 [ -x "$BIN" ] || die "no gatehouse binary at $BIN"
+[ -x "$BASELINE" ] || die "no gatehouse-baseline binary at $BASELINE"
 # What was measured: the commit (and whether Sources/ had uncommitted changes when it was built).
 REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ -z "${GATEHOUSE_BIN:-}" ] && [ -n "$(git -C "$ROOT" status --porcelain -- Sources Package.swift 2>/dev/null)" ]; then
@@ -89,6 +95,7 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 WORK="$(mktemp -d /tmp/gatehouse-bench.XXXXXX)"
 chmod 755 "$WORK"       # the postgres user must reach the cluster and PgBouncer's files
 GATEWAY_PID=""
+RELAY_PID=""
 BOUNCER_PIDFILE="$WORK/pgbouncer/pgbouncer.pid"
 PG_STARTED=0
 
@@ -104,6 +111,7 @@ cleanup() {
     kill -KILL "$GATEWAY_PID" 2>/dev/null || true
     wait "$GATEWAY_PID" 2>/dev/null || true
   fi
+  if [ -n "$RELAY_PID" ]; then kill -KILL "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; fi
   if [ -f "$BOUNCER_PIDFILE" ]; then
     local bpid
     bpid="$(cat "$BOUNCER_PIDFILE" 2>/dev/null || true)"
@@ -140,6 +148,7 @@ clean_env=(env -u PGHOST -u PGHOSTADDR -u PGPORT -u PGUSER -u PGPASSWORD -u PGDA
 PG_PORT="$(free_port)"
 BOUNCER_PORT="$(free_port)"
 GATEWAY_PORT="$(free_port)"
+RELAY_PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
 DB_PASSWORD="$(random_secret)"
 export GATEHOUSE_DEMO_DB_PASSWORD="$DB_PASSWORD"      # for pg_start (role gh_scram)
@@ -209,6 +218,16 @@ done
 "${clean_env[@]}" PGPASSWORD="$DB_PASSWORD" "$PG_BINDIR/psql" -X -At -h 127.0.0.1 -p "$BOUNCER_PORT" \
   -U gh_scram -d app -c 'SELECT 1' >/dev/null \
   || { cat "$WORK/pgbouncer/pgbouncer.log" >&2 2>/dev/null || true; die "PgBouncer does not answer"; }
+
+# ---------------------------------------------------------------------------------------------
+# The floor: a bare SwiftNIO relay, what any proxy built on the gateway's stack costs at least
+
+say "starting the bare SwiftNIO relay on 127.0.0.1:$RELAY_PORT"
+"$BASELINE" tcp-relay "$RELAY_PORT" 127.0.0.1 "$PG_PORT" >"$WORK/relay.log" 2>&1 &
+RELAY_PID=$!
+for _ in $(seq 100); do grep -q '^ready' "$WORK/relay.log" 2>/dev/null && break; sleep 0.1; done
+"${clean_env[@]}" PGPASSWORD="$DB_PASSWORD" "$PG_BINDIR/psql" -X -At -h 127.0.0.1 -p "$RELAY_PORT" \
+  -U gh_scram -d app -c 'SELECT 1' >/dev/null || { cat "$WORK/relay.log" >&2; die "the relay does not answer"; }
 
 # ---------------------------------------------------------------------------------------------
 # Gatehouse (release, full recording: the defaults)
@@ -293,6 +312,7 @@ proxy_pid() {
   case "$1" in
     gatehouse|gatehouse-masked) echo "$GATEWAY_PID" ;;
     pgbouncer) cat "$BOUNCER_PIDFILE" 2>/dev/null || true ;;
+    relay) echo "$RELAY_PID" ;;
   esac
 }
 
@@ -306,6 +326,7 @@ run_pgbench() {
   case "$target" in
     direct)    conn=(-h 127.0.0.1 -p "$PG_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
     pgbouncer) conn=(-h 127.0.0.1 -p "$BOUNCER_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
+    relay)     conn=(-h 127.0.0.1 -p "$RELAY_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
     gatehouse) conn=(-h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench); local pw="$TOKEN" ;;
     gatehouse-masked) conn=(-h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench-masked); local pw="$TOKEN" ;;
   esac
@@ -413,10 +434,10 @@ echo "pgbench ${DURATION}s per run, scale $SCALE, $(nproc) cores, $(date -u +%Y-
 echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo "TPS without connection time; latency = pgbench's average"
 echo
-printf '| %-15s | %2s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %8s | %8s | %10s | %9s |\n' \
-  workload c "direct" "pgbouncer" "gatehouse" "GH/dir" "GH/PgB" "dir ms" "PgB ms" "GH ms" "PgB +µs" "GH +µs" "PgB cpu/tx" "GH cpu/tx"
+printf '| %-15s | %2s | %9s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %9s | %8s | %8s | %8s | %10s | %9s | %9s |\n' \
+  workload c "direct" "pgbouncer" "relay" "gatehouse" "GH/dir" "GH/PgB" "relay/PgB" "dir ms" "PgB ms" "GH ms" "PgB +µs" "relay +µs" "GH +µs" "PgB cpu/tx" "relay cpu" "GH cpu/tx"
 sep="|"
-for width in 15 2 9 9 9 8 8 9 9 9 8 8 10 9; do
+for width in 15 2 9 9 9 9 8 8 9 9 9 9 8 8 8 10 9 9; do
   if [ "$width" = 15 ]; then sep+=":$(printf '%*s' $(( width + 1 )) '' | tr ' ' -)|"
   else sep+="$(printf '%*s' $(( width + 1 )) '' | tr ' ' -):|"; fi
 done
@@ -424,18 +445,22 @@ echo "$sep"
 for workload in $WORKLOADS; do
   for clients in $CLIENT_COUNTS; do
     d="$workload/$clients/direct"; b="$workload/$clients/pgbouncer"; g="$workload/$clients/gatehouse"
-    printf '| %-15s | %2s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %8s | %8s | %10s | %9s |\n' \
+    r="$workload/$clients/relay"
+    printf '| %-15s | %2s | %9s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %9s | %8s | %8s | %8s | %10s | %9s | %9s |\n' \
       "$workload" "$clients" \
       "$(fmt_tps "${TPS[$d]:-}" "${FAILED[$d]:-}")" "$(fmt_tps "${TPS[$b]:-}" "${FAILED[$b]:-}")" \
-      "$(fmt_tps "${TPS[$g]:-}" "${FAILED[$g]:-}")" \
+      "$(fmt_tps "${TPS[$r]:-}" "${FAILED[$r]:-}")" "$(fmt_tps "${TPS[$g]:-}" "${FAILED[$g]:-}")" \
       "$(fmt_ratio "${TPS[$g]:-}" "${TPS[$d]:-}")" "$(fmt_ratio "${TPS[$g]:-}" "${TPS[$b]:-}")" \
+      "$(fmt_ratio "${TPS[$r]:-}" "${TPS[$b]:-}")" \
       "$(fmt_ms "${LAT[$d]:-}")" "$(fmt_ms "${LAT[$b]:-}")" "$(fmt_ms "${LAT[$g]:-}")" \
-      "$(fmt_added_us "${LAT[$b]:-}" "${LAT[$d]:-}")" "$(fmt_added_us "${LAT[$g]:-}" "${LAT[$d]:-}")" \
-      "${CPU[$b]:--}" "${CPU[$g]:--}"
+      "$(fmt_added_us "${LAT[$b]:-}" "${LAT[$d]:-}")" "$(fmt_added_us "${LAT[$r]:-}" "${LAT[$d]:-}")" \
+      "$(fmt_added_us "${LAT[$g]:-}" "${LAT[$d]:-}")" \
+      "${CPU[$b]:--}" "${CPU[$r]:--}" "${CPU[$g]:--}"
   done
 done
 echo
-echo "direct/pgbouncer/gatehouse = TPS; GH/dir, GH/PgB = Gatehouse TPS ratios; PgB +µs, GH +µs = average latency added over direct;"
+echo "direct/pgbouncer/relay/gatehouse = TPS (relay: the bare SwiftNIO byte relay, the floor of the gateway's stack);"
+echo "GH/dir, GH/PgB, relay/PgB = TPS ratios; +µs = average latency added over direct;"
 echo "cpu/tx = the proxy process's CPU time (user+system) per pgbench transaction, in µs."
 
 if [ "${#MASKED_TPS[@]}" -gt 0 ]; then
