@@ -13,7 +13,9 @@
 #   3. Gatehouse (release build) in front of it: token check, request rules, the request event
 #      committed before forwarding, credential injection, the response event after;
 #   4. the floor of Gatehouse's stack: a bare Hummingbird + AsyncHTTPClient proxy that injects the
-#      key and nothing else (benchmarks/baseline, `gatehouse-baseline http-proxy`).
+#      key and nothing else (benchmarks/baseline, `gatehouse-baseline http-proxy`), and the same
+#      proxy on SwiftNIO's HTTP/1 codec alone (`nio-http-proxy`): what a hand-written data path
+#      could reach.
 #   Then wrk at 1 connection (-t1 -c1) and at 32 connections (-t2 -c32) against each target; a
 #   table of requests/s and average latency with the ratios Gatehouse/direct and Gatehouse/nginx;
 #   then stops Gatehouse with SIGTERM, verifies its audit trail and checks that it holds one
@@ -22,7 +24,7 @@
 # Environment:
 #   BENCH_SECONDS        length of each wrk run (default 10)
 #   BENCH_CONNECTIONS    connection counts (default "1 32")
-#   BENCH_TARGETS        which of "direct nginx hb-proxy gatehouse" to run (default all four)
+#   BENCH_TARGETS        which of "direct nginx nio-proxy hb-proxy gatehouse" to run (default all five)
 #   GATEHOUSE_BIN        use this gatehouse binary instead of building .build-release/release/gatehouse
 #   BENCH_SKIP_BUILD=1   reuse .build-release/release/gatehouse without running swift build
 #   BENCH_KEEP=1         keep the work directory
@@ -37,7 +39,7 @@ cd "$ROOT"
 
 DURATION="${BENCH_SECONDS:-10}"
 CONNECTION_COUNTS="${BENCH_CONNECTIONS:-1 32}"
-TARGETS="${BENCH_TARGETS:-direct nginx hb-proxy gatehouse}"
+TARGETS="${BENCH_TARGETS:-direct nginx nio-proxy hb-proxy gatehouse}"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -80,6 +82,7 @@ WORK="$(mktemp -d /tmp/gatehouse-httpbench.XXXXXX)"
 chmod 755 "$WORK"
 GATEWAY_PID=""
 BASELINE_PID=""
+NIO_PROXY_PID=""
 NGINX_PIDFILE="$WORK/nginx/nginx.pid"
 
 cleanup() {
@@ -90,7 +93,8 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$GATEWAY_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$GATEWAY_PID" 2>/dev/null || true
   fi
-  if [ -n "$BASELINE_PID" ]; then kill -KILL "$BASELINE_PID" 2>/dev/null || true; fi
+  if [ -n "$BASELINE_PID" ]; then { kill -KILL "$BASELINE_PID"; wait "$BASELINE_PID"; } 2>/dev/null || true; fi
+  if [ -n "$NIO_PROXY_PID" ]; then { kill -KILL "$NIO_PROXY_PID"; wait "$NIO_PROXY_PID"; } 2>/dev/null || true; fi
   if [ -f "$NGINX_PIDFILE" ]; then
     kill -TERM "$(cat "$NGINX_PIDFILE")" 2>/dev/null || true
     sleep 0.3
@@ -110,6 +114,7 @@ UPSTREAM_PORT="$(free_port)"
 PROXY_PORT="$(free_port)"
 GATEWAY_PORT="$(free_port)"
 BASELINE_PORT="$(free_port)"
+NIO_PROXY_PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
 API_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 export GATEHOUSE_BENCH_API_KEY="$API_KEY"
@@ -174,7 +179,9 @@ for _ in $(seq 50); do [ -f "$NGINX_PIDFILE" ] && break; sleep 0.1; done
 say "starting the bare Hummingbird + AsyncHTTPClient proxy on 127.0.0.1:$BASELINE_PORT"
 "$BASELINE" http-proxy "$BASELINE_PORT" "http://127.0.0.1:$UPSTREAM_PORT" X-Api-Key GATEHOUSE_BENCH_API_KEY >"$WORK/baseline.log" 2>&1 &
 BASELINE_PID=$!
-for _ in $(seq 100); do grep -q '^ready' "$WORK/baseline.log" 2>/dev/null && break; sleep 0.1; done
+"$BASELINE" nio-http-proxy "$NIO_PROXY_PORT" 127.0.0.1 "$UPSTREAM_PORT" X-Api-Key GATEHOUSE_BENCH_API_KEY >"$WORK/nio-proxy.log" 2>&1 &
+NIO_PROXY_PID=$!
+for _ in $(seq 100); do grep -q '^ready' "$WORK/baseline.log" 2>/dev/null && grep -q '^ready' "$WORK/nio-proxy.log" 2>/dev/null && break; sleep 0.1; done
 
 # ---------------------------------------------------------------------------------------------
 # Gatehouse
@@ -222,6 +229,7 @@ url_of() {
     direct) echo "http://127.0.0.1:$UPSTREAM_PORT/config/db.pool_size" ;;
     nginx) echo "http://127.0.0.1:$PROXY_PORT/config/db.pool_size" ;;
     hb-proxy) echo "http://127.0.0.1:$BASELINE_PORT/config/db.pool_size" ;;
+    nio-proxy) echo "http://127.0.0.1:$NIO_PROXY_PORT/config/db.pool_size" ;;
     gatehouse) echo "http://127.0.0.1:$GATEWAY_PORT/c/config-api/config/db.pool_size" ;;
   esac
 }
@@ -235,6 +243,7 @@ pid_of() {
   case "$1" in
     gatehouse) echo "$GATEWAY_PID" ;;
     hb-proxy) echo "$BASELINE_PID" ;;
+    nio-proxy) echo "$NIO_PROXY_PID" ;;
     *) echo "" ;;
   esac
 }
@@ -303,20 +312,22 @@ echo
 echo "wrk ${DURATION}s per run, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), gatehouse $REVISION (release)"
 echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo
-printf '| %3s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %9s | %9s | %9s | %9s | %10s | %10s |\n' \
-  c direct nginx hb-proxy gatehouse "GH/dir" "GH/nginx" "hb/nginx" "dir µs" "nginx µs" "hb µs" "GH µs" "hb cpu/req" "GH cpu/req"
-printf '|%s|\n' "----:|-----------:|-----------:|-----------:|-----------:|---------:|---------:|---------:|----------:|----------:|----------:|----------:|-----------:|-----------:"
+printf '| %3s | %10s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %8s | %9s | %9s | %9s | %9s | %9s | %9s | %9s | %10s |\n' \
+  c direct nginx nio-proxy hb-proxy gatehouse "GH/dir" "GH/nginx" "nio/ngx" "hb/ngx" "dir µs" "nginx µs" "nio µs" "hb µs" "GH µs" \
+  "nio cpu" "hb cpu" "GH cpu/req"
+printf '|%s|\n' "----:|-----------:|-----------:|-----------:|-----------:|-----------:|---------:|---------:|---------:|---------:|----------:|----------:|----------:|----------:|----------:|----------:|----------:|-----------:"
 for connections in $CONNECTION_COUNTS; do
-  d="direct/$connections"; n="nginx/$connections"; g="gatehouse/$connections"; h="hb-proxy/$connections"
-  printf '| %3s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %9s | %9s | %9s | %9s | %10s | %10s |\n' "$connections" \
-    "${RPS[$d]:--}" "${RPS[$n]:--}" "${RPS[$h]:--}" "${RPS[$g]:--}" \
-    "$(ratio "${RPS[$g]:-}" "${RPS[$d]:-}")" "$(ratio "${RPS[$g]:-}" "${RPS[$n]:-}")" "$(ratio "${RPS[$h]:-}" "${RPS[$n]:-}")" \
-    "$(to_us "${LATENCY[$d]:-}")" "$(to_us "${LATENCY[$n]:-}")" "$(to_us "${LATENCY[$h]:-}")" "$(to_us "${LATENCY[$g]:-}")" \
-    "${CPU[$h]:--}" "${CPU[$g]:--}"
+  d="direct/$connections"; n="nginx/$connections"; g="gatehouse/$connections"; h="hb-proxy/$connections"; o="nio-proxy/$connections"
+  printf '| %3s | %10s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %8s | %9s | %9s | %9s | %9s | %9s | %9s | %9s | %10s |\n' "$connections" \
+    "${RPS[$d]:--}" "${RPS[$n]:--}" "${RPS[$o]:--}" "${RPS[$h]:--}" "${RPS[$g]:--}" \
+    "$(ratio "${RPS[$g]:-}" "${RPS[$d]:-}")" "$(ratio "${RPS[$g]:-}" "${RPS[$n]:-}")" \
+    "$(ratio "${RPS[$o]:-}" "${RPS[$n]:-}")" "$(ratio "${RPS[$h]:-}" "${RPS[$n]:-}")" \
+    "$(to_us "${LATENCY[$d]:-}")" "$(to_us "${LATENCY[$n]:-}")" "$(to_us "${LATENCY[$o]:-}")" "$(to_us "${LATENCY[$h]:-}")" \
+    "$(to_us "${LATENCY[$g]:-}")" "${CPU[$o]:--}" "${CPU[$h]:--}" "${CPU[$g]:--}"
 done
 echo
-echo "direct/nginx/hb-proxy/gatehouse = requests/s (hb-proxy: the bare Hummingbird + AsyncHTTPClient proxy, the floor of"
-echo "Gatehouse's stack); GH/dir, GH/nginx, hb/nginx = throughput ratios; µs = wrk's average latency;"
+echo "requests/s of each target; nio-proxy: a proxy on SwiftNIO's HTTP/1 codec alone; hb-proxy: a bare Hummingbird +"
+echo "AsyncHTTPClient proxy (the floor of Gatehouse's stack); ratios of throughput; µs = wrk's average latency;"
 echo "cpu/req = the proxy process's CPU time (user+system) per request, in µs."
 
 if [[ " $TARGETS " == *" gatehouse "* ]]; then

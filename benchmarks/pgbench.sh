@@ -111,7 +111,7 @@ cleanup() {
     kill -KILL "$GATEWAY_PID" 2>/dev/null || true
     wait "$GATEWAY_PID" 2>/dev/null || true
   fi
-  if [ -n "$RELAY_PID" ]; then kill -KILL "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; fi
+  if [ -n "$RELAY_PID" ]; then { kill -KILL "$RELAY_PID"; wait "$RELAY_PID"; } 2>/dev/null || true; fi
   if [ -f "$BOUNCER_PIDFILE" ]; then
     local bpid
     bpid="$(cat "$BOUNCER_PIDFILE" 2>/dev/null || true)"

@@ -7,6 +7,8 @@
 //   gatehouse-baseline http-proxy LISTEN_PORT UPSTREAM_BASE_URL HEADER_NAME ENV_VAR_HOLDING_VALUE
 //       Hummingbird in, AsyncHTTPClient out (pooled), the header injected and the client's
 //       Authorization dropped, the response streamed back.
+//   gatehouse-baseline nio-http-proxy LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT HEADER_NAME ENV_VAR
+//       The same on SwiftNIO's HTTP/1 codec alone: one keep-alive upstream connection per client.
 // Both listen on 127.0.0.1 only and print "ready" once bound.
 
 import Foundation
@@ -15,7 +17,7 @@ let arguments = CommandLine.arguments
 
 func usage() -> Never {
     FileHandle.standardError.write(Data(
-        "usage: gatehouse-baseline tcp-relay PORT HOST PORT | http-proxy PORT URL HEADER ENV_VAR\n".utf8))
+        "usage: gatehouse-baseline tcp-relay PORT HOST PORT | http-proxy PORT URL HEADER ENV_VAR | nio-http-proxy PORT HOST PORT HEADER ENV_VAR\n".utf8))
     exit(2)
 }
 
@@ -27,6 +29,10 @@ case ("tcp-relay", 5):
 case ("http-proxy", 6):
     guard let port = Int(arguments[2]), let value = ProcessInfo.processInfo.environment[arguments[5]] else { usage() }
     try await HTTPBaseline.run(port: port, upstream: arguments[3], header: arguments[4], value: value)
+case ("nio-http-proxy", 7):
+    guard let port = Int(arguments[2]), let upstreamPort = Int(arguments[4]),
+          let value = ProcessInfo.processInfo.environment[arguments[6]] else { usage() }
+    try await NIOHTTPProxy.run(port: port, upstreamHost: arguments[3], upstreamPort: upstreamPort, header: arguments[5], value: value)
 default:
     usage()
 }
