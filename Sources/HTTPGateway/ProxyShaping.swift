@@ -170,7 +170,7 @@ public enum HeaderShaping {
 
     private static func connectionNamed(_ fields: Fields) -> Set<String> {
         var names: Set<String> = []
-        for field in fields where field.name.lowercased() == "connection" {
+        for field in fields where field.name.utf8.count == 10 && field.name.lowercased() == "connection" {
             for token in field.value.split(separator: ",") {
                 names.insert(token.trimmingCharacters(in: .whitespaces).lowercased())
             }

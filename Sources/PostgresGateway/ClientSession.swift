@@ -127,6 +127,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Server messages held after a cut until the cancel sent for it has arrived.
     /// The gateway is stopping: the session ends once what it is doing is answered.
     private var stopping = false
+    /// Statements answered in this read, with their request events' sequence numbers: their
+    /// result events are built after the answer is flushed to the client.
+    private var outcomesToRecord: [(StatementTracker.Outcome, Int64)] = []
     private var heldUntilCancelled: [PostgresFrame]?
     private var heldReady: PostgresFrame?
     private var tracker: StatementTracker
@@ -1203,6 +1206,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         guard let upstream else { return }
         for (id, event) in zip(ids, events) {
             if let outcome = finishedBeforeCommit.removeValue(forKey: id) {
+                recordPendingOutcomes()
                 recordOutcome(outcome, requestSeq: event.seq)
                 if outcome.suspended { committedSeqs[id] = event.seq }
             } else {
@@ -1221,6 +1225,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         upstream?.flush()
         updateClientReading()
+        recordPendingOutcomes()
         endIfStoppingAndIdle()
     }
 
@@ -1482,11 +1487,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         heldReady = nil
         for frame in held { relayFromUpstream(frame, allocator: context?.channel.allocator ?? ByteBufferAllocator()) }
         context?.flush()
+        recordPendingOutcomes()
     }
 
     func upstreamReadComplete(channel: Channel) {
         guard isCurrentUpstream(channel) else { return }
         context?.flush()
+        recordPendingOutcomes()
         endIfStoppingAndIdle()
     }
 
@@ -1576,7 +1583,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             if let seq = committedSeqs[id] {
                 // A suspended portal will be executed again under the same request event.
                 if !outcome.suspended { committedSeqs[id] = nil }
-                recordOutcome(outcome, requestSeq: seq)
+                // Recorded once the answer has been flushed to the client (upstreamReadComplete):
+                // building the result event is off the client's wait.
+                outcomesToRecord.append((outcome, seq))
             } else {
                 finishedBeforeCommit[id] = outcome
             }
@@ -1585,6 +1594,12 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// The result event: written after the fact and not waited for, linked to its request event.
+    private func recordPendingOutcomes() {
+        guard !outcomesToRecord.isEmpty else { return }
+        for (outcome, seq) in outcomesToRecord { recordOutcome(outcome, requestSeq: seq) }
+        outcomesToRecord.removeAll(keepingCapacity: true)
+    }
+
     private func recordOutcome(_ outcome: StatementTracker.Outcome, requestSeq: Int64) {
         let duration = (outcome.finished ?? ContinuousClock.now) - outcome.statement.started
         PostgresMetrics.statementDuration.recordNanoseconds(
@@ -1656,6 +1671,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             upstream.eventLoop.scheduleTask(in: Self.closeDeadline) { upstream.close(promise: nil) }
         }
         upstream = nil
+        recordPendingOutcomes()
         if connectRecorded {
             environment.auditLog.appendEventually(sessionRecord(.init(kind: "pg.disconnect", text: reason)))
         }
