@@ -104,7 +104,23 @@ public enum ConfigLoader {
 
         let adminSection = top.section("admin")
         let adminListen = adminSection?.listenAddress("listen", default: "127.0.0.1:9090") ?? ListenAddress(host: "127.0.0.1", port: 9090)
+        let adminTLS = adminSection?.section("tls")
+        let admin = GatehouseConfig.Admin(
+            listen: adminListen,
+            tlsCertificate: adminTLS?.string("certificate", required: true).map(reader.resolvePath),
+            tlsKey: adminTLS?.string("key", required: true).map(reader.resolvePath))
+        adminTLS?.finish()
         adminSection?.finish()
+        if !adminListen.isLoopback, adminTLS == nil {
+            // Approvers' tokens travel in every reviews API call.
+            reader.report(line: adminSection?.lineOf("listen") ?? 1,
+                          "admin.listen \(adminListen) is reachable from other machines and needs admin.tls (certificate and key)")
+        }
+        if dev, adminTLS != nil {
+            // The gateway fetches the development issuer's keys from this listener, over plain HTTP.
+            reader.report(line: adminSection?.lineOf("tls") ?? top.lineOf("dev"),
+                          "dev: true keeps the admin listener on plain HTTP on loopback; remove admin.tls or dev")
+        }
         if dev && !adminListen.isLoopback {
             reader.report(line: adminSection?.lineOf("listen") ?? top.lineOf("dev"),
                           "dev: true is allowed only when every listener is on loopback; admin.listen is \(adminListen)")
@@ -174,7 +190,7 @@ public enum ConfigLoader {
             sourcePath: reader.file,
             dev: dev,
             gateway: .init(node: node, stateDirectory: stateDirectory),
-            admin: .init(listen: adminListen),
+            admin: admin,
             identity: identity,
             audit: audit,
             postgres: postgres,

@@ -99,6 +99,13 @@ public struct GatehouseConfig: Sendable {
 
     public struct Admin: Sendable {
         public var listen: ListenAddress
+        /// PEM certificate chain and private key; required unless the listener is on loopback
+        /// (approvers' tokens travel in every reviews API call).
+        public var tlsCertificate: String? = nil
+        public var tlsKey: String? = nil
+
+        /// The listener's own URL: https when it has TLS.
+        public var url: String { (tlsCertificate == nil ? "http://" : "https://") + listen.description }
     }
 
     public struct Identity: Sendable {

@@ -3,6 +3,8 @@ import GatehouseCore
 import HTTPGateway
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Identity
 import Logging
 import Metrics
@@ -26,7 +28,7 @@ struct AdminRequestContext: RequestContext, RemoteAddressRequestContext {
 struct AdminListener {
     let gateway: Gateway
 
-    func application(onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
+    func application(onRunning: @escaping @Sendable (Int) async -> Void) throws -> some ApplicationProtocol {
         let router = Router(context: AdminRequestContext.self)
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/readyz") { _, _ in
@@ -49,8 +51,13 @@ struct AdminListener {
         }
         ReviewAPI(gateway: gateway, board: gateway.reviewBoard).register(on: router)
         let listen = gateway.config.admin.listen
+        var server = HTTPServerBuilder.http1()
+        if let tls = try Gateway.adminServerTLS(gateway.config.admin) {
+            server = try .tls(server, tlsConfiguration: tls)
+        }
         return Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "gatehouse"),
             onServerRunning: { channel in
                 await onRunning(channel.localAddress?.port ?? listen.port)

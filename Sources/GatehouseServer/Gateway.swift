@@ -79,7 +79,7 @@ public final class Gateway: Sendable {
 
         let auditLog = self.auditLog
         let node = config.gateway.node
-        let linkBase = config.reviews.publicURL ?? "http://\(config.admin.listen)"
+        let linkBase = config.reviews.publicURL ?? config.admin.url
         reviewLinkBase = linkBase
         let client = httpClient
         let webhook = config.reviews.webhook.map {
@@ -152,7 +152,7 @@ public final class Gateway: Sendable {
         let bound = BoundPorts(expected: expected) { ports in
             await onReady(BoundListeners(admin: ports["admin"] ?? 0, postgres: ports["postgres"], http: ports["http"]))
         }
-        let admin = AdminListener(gateway: self).application { port in await bound.report("admin", port) }
+        let admin = try AdminListener(gateway: self).application { port in await bound.report("admin", port) }
         await reviewBoard.closeLeftovers()
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AuditFlushService(log: auditLog, logger: logger)),
@@ -259,6 +259,11 @@ extension Gateway {
         } catch {
             throw GatehouseError("postgres.tls", "cannot load the PostgreSQL listener's TLS certificate or key")
         }
+    }
+
+    static func adminServerTLS(_ admin: GatehouseConfig.Admin) throws -> TLSConfiguration? {
+        guard let certificate = admin.tlsCertificate, let key = admin.tlsKey else { return nil }
+        return try serverTLS(certificate: certificate, key: key, code: "admin.tls", listener: "admin")
     }
 
     static func httpServerTLS(_ http: GatehouseConfig.HTTP) throws -> TLSConfiguration? {

@@ -67,7 +67,9 @@ struct Serve: AsyncParsableCommand {
         }
         let devIssuer = config.dev ? Gateway.devIssuerURL(config) : nil
         try await gateway.run { bound in
-            var line = "gatehouse ready: admin http://\(config.admin.listen.host):\(bound.admin)"
+            var admin = config.admin.listen
+            admin.port = bound.admin
+            var line = "gatehouse ready: admin \(config.admin.tlsCertificate == nil ? "http" : "https")://\(admin)"
             if let port = bound.postgres, let host = config.postgres.listen?.host { line += ", postgres \(host):\(port)" }
             if let port = bound.http, let host = config.http.listen?.host { line += ", http \(host):\(port)" }
             if let devIssuer { line += ", dev issuer \(devIssuer)" }

@@ -30,14 +30,16 @@ struct AdminClientOptions: ParsableArguments {
 
     func bearer() throws -> String { try credential.bearer() }
 
-    func baseURL() throws -> String {
-        if let gateway { return gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway }
-        return "http://\(try options.load().admin.listen)"
+    /// The admin URL, and the certificate to trust for it when it comes from the configuration.
+    func target() throws -> (base: String, certificate: String?) {
+        if let gateway { return (gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway, nil) }
+        let admin = try options.load().admin
+        return (admin.url, admin.tlsCertificate)
     }
 
     /// Calls the admin API; a problem document becomes the command's error message and exit 1.
     func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil) async throws -> Any {
-        let base = try baseURL()
+        let (base, certificate) = try target()
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(try bearer())")
@@ -49,8 +51,10 @@ struct AdminClientOptions: ParsableArguments {
         let response: HTTPClientResponse
         let bytes: ByteBuffer
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-            bytes = try await response.body.collect(upTo: 8 << 20)
+            (response, bytes) = try await GatewayClient.with(trusting: certificate) { client in
+                let response = try await client.execute(request, timeout: .seconds(30))
+                return (response, try await response.body.collect(upTo: 8 << 20))
+            }
         } catch {
             throw fail("cannot reach the gateway at \(base): \(error)")
         }

@@ -238,7 +238,37 @@ struct ConfigLoaderTests {
             admin:
               listen: 0.0.0.0:9090
             """)
-        #expect(found == ["gatehouse.yaml:3: dev: true is allowed only when every listener is on loopback; admin.listen is 0.0.0.0:9090"])
+        #expect(found == [
+            "gatehouse.yaml:3: admin.listen 0.0.0.0:9090 is reachable from other machines and needs admin.tls (certificate and key)",
+            "gatehouse.yaml:3: dev: true is allowed only when every listener is on loopback; admin.listen is 0.0.0.0:9090",
+        ])
+    }
+
+    /// Approvers' tokens travel in every reviews API call: off loopback, the admin listener needs
+    /// TLS, and its URL (links, the CLI) says https.
+    @Test func theAdminListenerNeedsTLSOffLoopback() throws {
+        #expect(problems("""
+            admin:
+              listen: 0.0.0.0:9443
+            """) == ["gatehouse.yaml:2: admin.listen 0.0.0.0:9443 is reachable from other machines and needs admin.tls (certificate and key)"])
+        let config = try load("""
+            admin:
+              listen: 0.0.0.0:9443
+              tls:
+                certificate: /etc/gatehouse/admin.pem
+                key: /etc/gatehouse/admin.key
+            """)
+        #expect(config.admin.url == "https://0.0.0.0:9443")
+        #expect(config.admin.tlsKey == "/etc/gatehouse/admin.key")
+        #expect(try load("admin:\n  listen: 127.0.0.1:9090\n").admin.url == "http://127.0.0.1:9090")
+        #expect(problems("""
+            dev: true
+            admin:
+              listen: 127.0.0.1:9090
+              tls:
+                certificate: a.pem
+                key: a.key
+            """) == ["gatehouse.yaml:4: dev: true keeps the admin listener on plain HTTP on loopback; remove admin.tls or dev"])
     }
 
     @Test func yamlSyntaxErrorsCarryALine() {

@@ -157,3 +157,50 @@ def test_readiness_waits_for_every_issuers_keys(idp, gateway_factory, workdir):
     # A token naming that issuer cannot be checked, so it is refused (fail closed).
     assert gw2.whoami(token_for_down_issuer).status_code == 401
     assert gw2.events()[-1]["record"]["outcome"]["errorCode"] == "keys-unavailable"
+
+
+def test_the_admin_listener_serves_https_when_configured(gateway_factory, workdir):
+    """admin.tls: the reviewers' API and whoami answer over https only, and the CLI reaches them
+    from the configuration, trusting the configured (self-signed) certificate."""
+    import subprocess
+
+    certs = workdir / "admin-certs"
+    certs.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=gatehouse-admin",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(certs / "admin.key"), "-out", str(certs / "admin.pem")],
+        check=True, capture_output=True)
+    gw = gateway_factory(dev=False, start=False)
+    gw.config.write_text(gw.config.read_text().replace(
+        f"admin:\n  listen: 127.0.0.1:{gw.port}\n",
+        f"admin:\n  listen: 127.0.0.1:{gw.port}\n  tls:\n    certificate: {certs / 'admin.pem'}\n    key: {certs / 'admin.key'}\n"))
+    gw.url = f"https://127.0.0.1:{gw.port}"
+    gw.start(wait_ready=False)
+    assert gw.cli("check").returncode == 0
+
+    key = gw.cli("keys", "create", "--name", "ci-bot", "--groups", "ci", check=True).stdout.strip()
+    deadline = time.time() + 20
+    while requests.get(gw.url + "/readyz", verify=str(certs / "admin.pem"), timeout=5).status_code != 200:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    r = requests.get(gw.url + "/v1/whoami", headers={"Authorization": f"Bearer {key}"}, verify=str(certs / "admin.pem"), timeout=10)
+    assert r.status_code == 200 and r.json()["subject"] == "ci-bot"
+    # Not over plain HTTP, and not to a client that does not trust the certificate.
+    try:
+        plain = requests.get(f"http://127.0.0.1:{gw.port}/v1/whoami", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert plain.status_code >= 400
+    except requests.exceptions.ConnectionError:
+        pass
+    try:
+        requests.get(gw.url + "/healthz", timeout=10)
+        raise AssertionError("an untrusted certificate was accepted")
+    except requests.exceptions.SSLError:
+        pass
+    listed = gw.cli("reviews", "list", "--token", key)
+    assert listed.returncode == 0, listed.stderr
+    # Reachable from other machines only with TLS.
+    exposed = gw.config.read_text().replace(f"  tls:\n    certificate: {certs / 'admin.pem'}\n    key: {certs / 'admin.key'}\n", "")
+    exposed = exposed.replace(f"listen: 127.0.0.1:{gw.port}", f"listen: 0.0.0.0:{gw.port}")
+    gw.config.write_text(exposed)
+    check = gw.cli("check")
+    assert check.returncode != 0 and "needs admin.tls" in check.stdout + check.stderr
