@@ -166,9 +166,13 @@ public enum ConfigLoader {
             publicURL: mcpSection?.url("public_url")?.absoluteString.trimmingCharacters(in: CharacterSet(charactersIn: "/")),
             callTimeoutSeconds: mcpSection?.int("call_timeout_seconds", in: 1...86_400) ?? reviews.timeoutSeconds + 60)
         mcpSection?.finish()
-        if mcp.enabled, mcp.publicURL == nil, let listen = http.listen, listen.host == "0.0.0.0" || listen.host == "::" {
+        if mcp.enabled, mcp.publicURL == nil, let listen = http.listen, listen.isUnspecified {
             reader.report(line: mcpSection?.line ?? httpSection?.lineOf("listen") ?? 1,
                           "the MCP server needs mcp.public_url (how clients reach \(listen)), or mcp.enabled: false")
+        }
+        if reviews.webhook != nil, reviews.publicURL == nil, admin.listen.isUnspecified {
+            reader.report(line: top.section("reviews")?.lineOf("webhook") ?? 1,
+                          "review links need reviews.public_url (how approvers reach \(admin.listen)); the admin listener's own address names no host")
         }
         if http.listen == nil, let command = connections.first(where: { $0.kind == .command }) {
             reader.report(line: command.line, "command connection \(command.name) is served on the HTTP listener (POST /c/\(command.name)/exec); set http.listen")

@@ -106,6 +106,9 @@ public struct GatehouseConfig: Sendable {
 
         /// The listener's own URL: https when it has TLS.
         public var url: String { (tlsCertificate == nil ? "http://" : "https://") + listen.description }
+
+        /// The URL the CLI on this machine uses: loopback when the listener is bound to every interface.
+        public var localURL: String { (tlsCertificate == nil ? "http://" : "https://") + listen.local.description }
     }
 
     public struct Identity: Sendable {
@@ -300,4 +303,14 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
 
     /// True only for addresses no other machine can reach.
     public var isLoopback: Bool { Loopback.contains(host: host) }
+
+    /// Bound to every interface: not an address anyone can connect to by that name.
+    public var isUnspecified: Bool { host == "0.0.0.0" || host == "::" || host.isEmpty }
+
+    /// Where a process on this machine reaches the listener: loopback when it is bound to every
+    /// interface.
+    public var local: ListenAddress {
+        guard isUnspecified else { return self }
+        return ListenAddress(host: host == "::" ? "::1" : "127.0.0.1", port: port)
+    }
 }

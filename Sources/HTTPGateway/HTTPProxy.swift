@@ -861,8 +861,29 @@ struct SecretScrubber: Sendable {
         // Searched as bytes: Foundation's String.contains bridges through NSString, and this runs
         // for every header and body the trail keeps.
         for secret in secrets where text.utf8.firstRange(of: secret.utf8) != nil {
-            text = text.replacingOccurrences(of: secret, with: "[credential]")
+            text = Self.replacing(secret, in: text)
         }
         return text
+    }
+
+    /// Every occurrence of `secret`'s bytes replaced, whatever follows them (a Unicode-aware
+    /// replace would leave one followed by a combining mark in place).
+    static func replacing(_ secret: String, in text: String) -> String {
+        let needle = Array(secret.utf8)
+        let haystack = Array(text.utf8)
+        guard !needle.isEmpty else { return text }
+        var result: [UInt8] = []
+        result.reserveCapacity(haystack.count)
+        var index = 0
+        while index < haystack.count {
+            if haystack.count - index >= needle.count, haystack[index..<(index + needle.count)].elementsEqual(needle) {
+                result.append(contentsOf: "[credential]".utf8)
+                index += needle.count
+            } else {
+                result.append(haystack[index])
+                index += 1
+            }
+        }
+        return String(decoding: result, as: UTF8.self)
     }
 }

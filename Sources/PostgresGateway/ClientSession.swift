@@ -124,12 +124,16 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     private var cursorRowsSent: [String: Int] = [:]
     /// A result being stopped at its row limit.
     private var cut: RowLimitCut?
-    /// Server messages held after a cut until the cancel sent for it has arrived.
-    /// The gateway is stopping: the session ends once what it is doing is answered.
+    /// The gateway is stopping: nothing more is read from the client, and the session ends once
+    /// what it already sent is answered.
     private var stopping = false
+    /// The last client message relayed ended what the server answers as a whole (a Query, a
+    /// Sync, a function call, the end of COPY data): nothing the client began waits for more input.
+    private var atMessageBoundary = true
     /// Statements answered in this read, with their request events' sequence numbers: their
     /// result events are built after the answer is flushed to the client.
     private var outcomesToRecord: [(StatementTracker.Outcome, Int64)] = []
+    /// Server messages held after a cut until the cancel sent for it has arrived.
     private var heldUntilCancelled: [PostgresFrame]?
     private var heldReady: PostgresFrame?
     private var tracker: StatementTracker
@@ -190,6 +194,8 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard event is GatewayStopping else { return context.fireUserInboundEventTriggered(event) }
         stopping = true
+        // A client that keeps sending (pipelining, batches) would otherwise never be idle.
+        updateClientReading()
         endIfStoppingAndIdle()
     }
 
@@ -248,7 +254,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     private func updateClientReading() {
         guard let context else { return }
-        let shouldRead = !holdingInput && upstreamWritable
+        // Stopping, the client is still read up to the end of what it has begun (an extended-protocol
+        // batch up to its Sync, COPY data up to its end), so what is in flight can be answered.
+        let shouldRead = !holdingInput && upstreamWritable && !(stopping && atMessageBoundary && !copyingIn)
         guard shouldRead != clientReading else { return }
         clientReading = shouldRead
         context.channel.setOption(ChannelOptions.autoRead, value: shouldRead).whenComplete { _ in }
@@ -587,6 +595,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Client → server. Statements are recorded (and committed) before they are forwarded.
     private func relay(_ frame: PostgresFrame) {
         guard let upstream else { return }
+        atMessageBoundary = [UInt8(ascii: "Q"), UInt8(ascii: "S"), UInt8(ascii: "F"), UInt8(ascii: "c"), UInt8(ascii: "f")].contains(frame.type)
         if let grantReview, environment.reviews?.grants.isActive(grantReview) != true {
             return fatal(sqlState: "42501", message: "access to connection \(target?.name ?? "") through grant:\(grantReview) has ended")
         }
@@ -1378,6 +1387,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             return
         case UInt8(ascii: "G"):
             copyingIn = true
+            if stopping { updateClientReading() }
         case UInt8(ascii: "C") where copyingIn, UInt8(ascii: "E") where copyingIn, UInt8(ascii: "Z") where copyingIn:
             // The server left copy mode (done, or failed): copy data the client still sends is dropped.
             copyingIn = false

@@ -42,10 +42,15 @@ public final class PostgresListener: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     // Beyond the limit a client is told why at once and let go, before it can hold
                     // any login state.
-                    guard sessions.add(channel, limit: environment.settings.maxConnections) else {
+                    let refusal: (sqlState: String, message: String)?
+                    switch sessions.add(channel, limit: environment.settings.maxConnections) {
+                    case .added: refusal = nil
+                    case .full: refusal = ("53300", "too many connections to the gateway")
+                    case .stopping: refusal = ("57P01", "the gateway is shutting down")
+                    }
+                    if let refusal {
                         var buffer = channel.allocator.buffer(capacity: 64)
-                        PostgresEncoder.errorResponse(
-                            severity: "FATAL", sqlState: "53300", message: "too many connections to the gateway", into: &buffer)
+                        PostgresEncoder.errorResponse(severity: "FATAL", sqlState: refusal.sqlState, message: refusal.message, into: &buffer)
                         channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
                         return
                     }
@@ -69,7 +74,12 @@ public final class PostgresListener: Service, Sendable {
         // ends; what is still busy after the grace period is cut.
         sessions.tellAll(GatewayStopping())
         await sessions.waitUntilEmpty(deadline: .now + Self.stopGracePeriod)
+        if sessions.count > 0 {
+            logger.warning("sessions still busy when the gateway stopped were cut", metadata: ["sessions": "\(sessions.count)"])
+        }
         sessions.closeAll()
+        // Their disconnect events are queued as they close: before the trail's final checkpoint.
+        await sessions.waitUntilEmpty(deadline: .now + .seconds(1))
     }
 
     static let stopGracePeriod = Duration.seconds(5)
@@ -80,37 +90,52 @@ struct GatewayStopping: Sendable {}
 
 /// The client channels of one listener, so shutdown can end them.
 final class ChannelGroup: Sendable {
-    private let channels = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
-
-    /// Adds the channel unless `limit` channels are already open.
-    func add(_ channel: Channel, limit: Int) -> Bool {
-        let id = ObjectIdentifier(channel)
-        let added = channels.withLockedValue { channels -> Bool in
-            guard channels.count < limit else { return false }
-            channels[id] = channel
-            return true
-        }
-        guard added else { return false }
-        channel.closeFuture.whenComplete { [weak self] _ in
-            _ = self?.channels.withLockedValue { $0.removeValue(forKey: id) }
-        }
-        return true
+    private struct State {
+        var channels: [ObjectIdentifier: Channel] = [:]
+        var stopping = false
     }
 
+    enum Admission { case added, full, stopping }
+
+    private let state = NIOLockedValueBox(State())
+
+    /// Adds the channel unless `limit` channels are already open or the listener is stopping.
+    func add(_ channel: Channel, limit: Int) -> Admission {
+        let id = ObjectIdentifier(channel)
+        let admission = state.withLockedValue { state -> Admission in
+            guard !state.stopping else { return .stopping }
+            guard state.channels.count < limit else { return .full }
+            state.channels[id] = channel
+            return .added
+        }
+        guard admission == .added else { return admission }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            _ = self?.state.withLockedValue { $0.channels.removeValue(forKey: id) }
+        }
+        return .added
+    }
+
+    /// From now on no channel is added; every channel already added is sent `event`.
     func tellAll(_ event: some Sendable) {
-        for channel in channels.withLockedValue({ Array($0.values) }) {
+        let channels = state.withLockedValue { state -> [Channel] in
+            state.stopping = true
+            return Array(state.channels.values)
+        }
+        for channel in channels {
             channel.pipeline.fireUserInboundEventTriggered(event)
         }
     }
 
     func waitUntilEmpty(deadline: ContinuousClock.Instant) async {
-        while channels.withLockedValue({ !$0.isEmpty }), ContinuousClock.now < deadline, !Task.isCancelled {
+        while state.withLockedValue({ !$0.channels.isEmpty }), ContinuousClock.now < deadline, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
 
+    var count: Int { state.withLockedValue { $0.channels.count } }
+
     func closeAll() {
-        for channel in channels.withLockedValue({ Array($0.values) }) {
+        for channel in state.withLockedValue({ Array($0.channels.values) }) {
             channel.close(promise: nil)
         }
     }

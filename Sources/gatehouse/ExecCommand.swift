@@ -33,14 +33,18 @@ struct ExecCommand: AsyncParsableCommand {
 
     func run() async throws {
         let base: String
+        // The HTTP listener's configured certificate is trusted besides the system's roots.
+        let certificate: String?
         if let gateway {
             base = gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway
+            certificate = (try? options.load())?.http.tlsCertificate
         } else {
             let loaded = try options.load()
             guard let listen = loaded.http.listen else {
                 throw fail("\(options.config) has no HTTP listener (http.listen); pass --gateway URL")
             }
-            base = (loaded.http.tlsCertificate == nil ? "http://" : "https://") + listen.description
+            base = (loaded.http.tlsCertificate == nil ? "http://" : "https://") + listen.local.description
+            certificate = loaded.http.tlsCertificate
         }
         let bearer = try credential.bearer()
         var body: [String: Any] = ["args": arguments]
@@ -60,27 +64,31 @@ struct ExecCommand: AsyncParsableCommand {
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
         var object: [String: Any] = [:]
         do {
-            // Long enough for a review to be decided and the tool to run.
-            let response = try await HTTPClient.shared.execute(request, timeout: .hours(2))
-            guard response.status.code == 200 else {
-                let bytes = try await response.body.collect(upTo: 1 << 20)
-                let problem = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any]
-                throw fail(problem?["detail"] as? String ?? "HTTP \(response.status.code)")
-            }
-            var pending: [UInt8] = []
-            for try await chunk in response.body {
-                pending += chunk.readableBytesView
-                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = Data(pending[..<newline])
-                    pending.removeFirst(newline + 1)
-                    guard let entry = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else { continue }
-                    if let data = entry["data"] as? String {
-                        let handle = entry["stream"] as? String == "stderr" ? FileHandle.standardError : FileHandle.standardOutput
-                        handle.write(Data(data.utf8))
-                    } else {
-                        object = entry
+            object = try await GatewayClient.with(trusting: certificate) { client in
+                var last: [String: Any] = [:]
+                // Long enough for a review to be decided and the tool to run.
+                let response = try await client.execute(request, timeout: .hours(2))
+                guard response.status.code == 200 else {
+                    let bytes = try await response.body.collect(upTo: 1 << 20)
+                    let problem = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any]
+                    throw fail(problem?["detail"] as? String ?? "HTTP \(response.status.code)")
+                }
+                var pending: [UInt8] = []
+                for try await chunk in response.body {
+                    pending += chunk.readableBytesView
+                    while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                        let line = Data(pending[..<newline])
+                        pending.removeFirst(newline + 1)
+                        guard let entry = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else { continue }
+                        if let data = entry["data"] as? String {
+                            let handle = entry["stream"] as? String == "stderr" ? FileHandle.standardError : FileHandle.standardOutput
+                            handle.write(Data(data.utf8))
+                        } else {
+                            last = entry
+                        }
                     }
                 }
+                return last
             }
         } catch let exit as ExitCode {
             throw exit

@@ -30,11 +30,14 @@ struct AdminClientOptions: ParsableArguments {
 
     func bearer() throws -> String { try credential.bearer() }
 
-    /// The admin URL, and the certificate to trust for it when it comes from the configuration.
+    /// The admin URL, and the configured certificate, trusted for it as well as the system's roots
+    /// (also under another name given with --gateway, when the configuration can be read).
     func target() throws -> (base: String, certificate: String?) {
-        if let gateway { return (gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway, nil) }
+        if let gateway {
+            return (gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway, (try? options.load())?.admin.tlsCertificate)
+        }
         let admin = try options.load().admin
-        return (admin.url, admin.tlsCertificate)
+        return (admin.localURL, admin.tlsCertificate)
     }
 
     /// Calls the admin API; a problem document becomes the command's error message and exit 1.

@@ -259,7 +259,18 @@ struct ConfigLoaderTests {
                 key: /etc/gatehouse/admin.key
             """)
         #expect(config.admin.url == "https://0.0.0.0:9443")
+        #expect(config.admin.localURL == "https://127.0.0.1:9443", "the CLI on this machine dials loopback")
         #expect(config.admin.tlsKey == "/etc/gatehouse/admin.key")
+        #expect(problems("""
+            admin:
+              listen: 0.0.0.0:9443
+              tls:
+                certificate: /etc/gatehouse/admin.pem
+                key: /etc/gatehouse/admin.key
+            reviews:
+              webhook:
+                url: https://hooks.example.com/x
+            """) == ["gatehouse.yaml:7: review links need reviews.public_url (how approvers reach 0.0.0.0:9443); the admin listener's own address names no host"])
         #expect(try load("admin:\n  listen: 127.0.0.1:9090\n").admin.url == "http://127.0.0.1:9090")
         #expect(problems("""
             dev: true

@@ -31,12 +31,14 @@ enum HTTPBaseline {
     static func forward(_ request: Request, client: HTTPClient, base: String, header: String, value: String) async throws -> Response {
         var outgoing = HTTPClientRequest(url: base + (request.head.path ?? "/"))
         outgoing.method = .init(rawValue: request.method.rawValue)
-        for field in request.headers where field.name != .authorization && field.name != .connection {
+        for field in request.headers where field.name != .authorization && field.name != .connection && field.name != .transferEncoding {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
         outgoing.headers.add(name: header, value: value)
         if let length = request.headers[.contentLength].flatMap(Int64.init), length > 0 {
             outgoing.body = .stream(request.body, length: .known(length))
+        } else if request.headers[.transferEncoding] != nil {
+            outgoing.body = .stream(request.body, length: .unknown)
         }
         let answer = try await client.execute(outgoing, timeout: .seconds(30))
         var headers = HTTPFields()

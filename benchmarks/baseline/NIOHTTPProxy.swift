@@ -91,6 +91,7 @@ private final class ClientSide: ChannelInboundHandler, @unchecked Sendable {
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
+                    self.isConnecting = false
                     self.upstream = channel
                     for part in self.connecting { channel.write(part, promise: nil) }
                     self.connecting = []
@@ -101,16 +102,28 @@ private final class ClientSide: ChannelInboundHandler, @unchecked Sendable {
             }
     }
 
+    /// The upstream went away: the next request opens a new connection; one cut mid-response
+    /// ends the client's connection too.
+    func upstreamClosed(_ channel: Channel) {
+        guard upstream === channel else { return }
+        upstream = nil
+        if responding { context?.close(promise: nil) }
+    }
+
+    private var responding = false
+
     func relay(_ part: HTTPClientResponsePart) {
         guard let context else { return }
         switch part {
         case .head(let head):
+            responding = true
             var headers = head.headers
             headers.remove(name: "connection")
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: headers))), promise: nil)
         case .body(let body):
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         case .end:
+            responding = false
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
     }
@@ -124,5 +137,10 @@ private final class UpstreamSide: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         client.relay(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        client.upstreamClosed(context.channel)
+        context.fireChannelInactive()
     }
 }
