@@ -134,7 +134,7 @@ def test_check_reports_every_problem_with_its_line(workdir):
     result = gatehouse("check", "--config", str(config))
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert f"{config}:3: unknown key 'colour' in admin (expected one of: listen)" in lines
+    assert f"{config}:3: unknown key 'colour' in admin (expected one of: listen, tls)" in lines
     assert any(line.startswith(f"{config}:8: connections[0].password is a secret") for line in lines)
     assert any(line.startswith(f"{config}:9: connection name 'db' is already used on line 5") for line in lines)
     assert any(line.startswith(f"{config}:11: connections[1].upstream must be") for line in lines)
