@@ -858,12 +858,33 @@ struct SecretScrubber: Sendable {
     func scrub(_ text: String) -> String {
         guard !secrets.isEmpty else { return text }
         var text = text
-        // Searched as bytes: Foundation's String.contains bridges through NSString, and this runs
-        // for every header and body the trail keeps.
-        for secret in secrets where text.utf8.firstRange(of: secret.utf8) != nil {
+        for secret in secrets where Self.occurs(secret, in: text) {
             text = Self.replacing(secret, in: text)
         }
         return text
+    }
+
+    /// A byte search (memchr, memcmp): this runs for every header and body the trail keeps, where
+    /// Foundation's `contains` bridges through NSString and the standard library's generic
+    /// search allocates a searcher per call.
+    static func occurs(_ secret: String, in text: String) -> Bool {
+        var text = text
+        var secret = secret
+        return text.withUTF8 { haystack in
+            secret.withUTF8 { needle in
+                guard let needleStart = needle.baseAddress, let base = haystack.baseAddress, needle.count > 0,
+                      haystack.count >= needle.count else { return false }
+                let lastStart = haystack.count - needle.count
+                var start = 0
+                while start <= lastStart {
+                    guard let found = memchr(base + start, Int32(needleStart[0]), lastStart - start + 1) else { return false }
+                    let offset = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+                    if memcmp(base + offset, needleStart, needle.count) == 0 { return true }
+                    start = offset + 1
+                }
+                return false
+            }
+        }
     }
 
     /// Every occurrence of `secret`'s bytes replaced, whatever follows them (a Unicode-aware

@@ -172,7 +172,8 @@ public enum HeaderShaping {
         var names: Set<String> = []
         for field in fields where field.name.utf8.count == 10 && field.name.lowercased() == "connection" {
             for token in field.value.split(separator: ",") {
-                names.insert(token.trimmingCharacters(in: .whitespaces).lowercased())
+                let trimmed = token.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed()
+                names.insert(String(trimmed).lowercased())
             }
         }
         return names

@@ -116,6 +116,10 @@ struct ProxyShapingTests {
         let query = SecretScrubber(.queryParameter(name: "key", value: "k/v+secret"))
         #expect(query.scrub("Location: /next?key=k%2Fv%2Bsecret") == "Location: /next?key=[credential]")
         #expect(SecretScrubber(nil).scrub("nothing") == "nothing")
+        #expect(SecretScrubber.occurs("aab", in: "xaaab"), "a false start just before the match")
+        #expect(SecretScrubber.occurs("secret", in: "the secret"))
+        #expect(!SecretScrubber.occurs("secret", in: "the secre"))
+        #expect(!SecretScrubber.occurs("longer than the text", in: "short"))
         // Echoed next to a combining mark, twice, and at both ends: replaced as bytes every time.
         #expect(bearer.scrub("tok-abcdef\u{301} and tok-abcdeftok-abcdef") == "[credential]\u{301} and [credential][credential]")
     }
