@@ -595,7 +595,10 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
     /// Client → server. Statements are recorded (and committed) before they are forwarded.
     private func relay(_ frame: PostgresFrame) {
         guard let upstream else { return }
-        atMessageBoundary = [UInt8(ascii: "Q"), UInt8(ascii: "S"), UInt8(ascii: "F"), UInt8(ascii: "c"), UInt8(ascii: "f")].contains(frame.type)
+        switch frame.type {
+        case UInt8(ascii: "Q"), UInt8(ascii: "S"), UInt8(ascii: "F"), UInt8(ascii: "c"), UInt8(ascii: "f"): atMessageBoundary = true
+        default: atMessageBoundary = false
+        }
         if let grantReview, environment.reviews?.grants.isActive(grantReview) != true {
             return fatal(sqlState: "42501", message: "access to connection \(target?.name ?? "") through grant:\(grantReview) has ended")
         }
