@@ -463,7 +463,7 @@ echo "direct/pgbouncer/relay/gatehouse = TPS (relay: the bare SwiftNIO byte rela
 echo "GH/dir, GH/PgB, relay/PgB = TPS ratios; +µs = average latency added over direct;"
 echo "cpu/tx = the proxy process's CPU time (user+system) per pgbench transaction, in µs."
 
-if [ "${#MASKED_TPS[@]}" -gt 0 ]; then
+if [ -n "${MASKED_TPS[*]+set}" ]; then   # (set -u: an empty associative array counts as unset)
   echo
   echo "Masked variant (SELECT of one customer's six columns; email and card masked by column, SSN and phone detectors on every value):"
   echo
