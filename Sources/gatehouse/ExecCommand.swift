@@ -17,6 +17,9 @@ struct ExecCommand: AsyncParsableCommand {
     @Option(help: "The gateway's HTTP URL (default: from the configuration's http.listen).")
     var gateway: String?
 
+    @Option(help: "A PEM file of CA certificates to trust for the HTTP listener, besides the system's and the configured certificate.")
+    var cacert: String?
+
     @OptionGroup var credential: TokenOption
 
     @Option(help: "Why you run it; recorded with the run.")
@@ -64,7 +67,7 @@ struct ExecCommand: AsyncParsableCommand {
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
         var object: [String: Any] = [:]
         do {
-            object = try await GatewayClient.with(trusting: certificate) { client in
+            object = try await GatewayClient.with(trusting: [certificate, cacert].compactMap { $0 }) { client in
                 var last: [String: Any] = [:]
                 // Long enough for a review to be decided and the tool to run.
                 let response = try await client.execute(request, timeout: .hours(2))

@@ -26,23 +26,28 @@ struct AdminClientOptions: ParsableArguments {
     @Option(help: "The gateway's admin URL (default: from the configuration's admin.listen).")
     var gateway: String?
 
+    @Option(help: "A PEM file of CA certificates to trust for the admin listener, besides the system's and the configured certificate.")
+    var cacert: String?
+
     @OptionGroup var credential: TokenOption
 
     func bearer() throws -> String { try credential.bearer() }
 
-    /// The admin URL, and the configured certificate, trusted for it as well as the system's roots
-    /// (also under another name given with --gateway, when the configuration can be read).
-    func target() throws -> (base: String, certificate: String?) {
+    /// The admin URL, and what to trust for it besides the system's roots: the configured
+    /// certificate (also under another name given with --gateway, when the configuration can be
+    /// read) and --cacert.
+    func target() throws -> (base: String, certificates: [String]) {
         if let gateway {
-            return (gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway, (try? options.load())?.admin.tlsCertificate)
+            let configured = (try? options.load())?.admin.tlsCertificate
+            return (gateway.hasSuffix("/") ? String(gateway.dropLast()) : gateway, [configured, cacert].compactMap { $0 })
         }
         let admin = try options.load().admin
-        return (admin.localURL, admin.tlsCertificate)
+        return (admin.localURL, [admin.tlsCertificate, cacert].compactMap { $0 })
     }
 
     /// Calls the admin API; a problem document becomes the command's error message and exit 1.
     func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil) async throws -> Any {
-        let (base, certificate) = try target()
+        let (base, certificates) = try target()
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(try bearer())")
@@ -54,7 +59,7 @@ struct AdminClientOptions: ParsableArguments {
         let response: HTTPClientResponse
         let bytes: ByteBuffer
         do {
-            (response, bytes) = try await GatewayClient.with(trusting: certificate) { client in
+            (response, bytes) = try await GatewayClient.with(trusting: certificates) { client in
                 let response = try await client.execute(request, timeout: .seconds(30))
                 return (response, try await response.body.collect(upTo: 8 << 20))
             }

@@ -8,6 +8,8 @@ import base64
 
 import requests
 
+from conftest import gatehouse
+
 
 def kid_of(token: str) -> str:
     header = token.split(".")[0]
@@ -198,6 +200,11 @@ def test_the_admin_listener_serves_https_when_configured(gateway_factory, workdi
         pass
     listed = gw.cli("reviews", "list", "--token", key)
     assert listed.returncode == 0, listed.stderr
+    # Named by URL, without the configuration: trusted through --cacert (an untrusted certificate
+    # is refused as requests showed above; the CLI's client would retry it until its deadline).
+    trusted = gatehouse("reviews", "list", "--token", key, "--config", str(workdir / "none.yaml"), "--gateway", gw.url,
+                        "--cacert", str(certs / "admin.pem"))
+    assert trusted.returncode == 0, trusted.stderr
     # Reachable from other machines only with TLS.
     exposed = gw.config.read_text().replace(f"  tls:\n    certificate: {certs / 'admin.pem'}\n    key: {certs / 'admin.key'}\n", "")
     exposed = exposed.replace(f"listen: 127.0.0.1:{gw.port}", f"listen: 0.0.0.0:{gw.port}")
