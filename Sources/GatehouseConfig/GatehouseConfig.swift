@@ -32,6 +32,8 @@ public struct GatehouseConfig: Sendable {
         public var tlsKey: String?
         /// Request and response body bytes kept in the audit trail per exchange.
         public var maxRecordedBodyBytes: Int
+
+        public var scheme: String { tlsCertificate == nil ? "http" : "https" }
         /// A client connection with no traffic for this long is closed.
         public var idleTimeoutSeconds: Int
     }
@@ -104,11 +106,13 @@ public struct GatehouseConfig: Sendable {
         public var tlsCertificate: String? = nil
         public var tlsKey: String? = nil
 
-        /// The listener's own URL: https when it has TLS.
-        public var url: String { (tlsCertificate == nil ? "http://" : "https://") + listen.description }
+        public var scheme: String { tlsCertificate == nil ? "http" : "https" }
+
+        /// The listener's own URL.
+        public var url: String { "\(scheme)://\(listen)" }
 
         /// The URL the CLI on this machine uses: loopback when the listener is bound to every interface.
-        public var localURL: String { (tlsCertificate == nil ? "http://" : "https://") + listen.local.description }
+        public var localURL: String { "\(scheme)://\(listen.local)" }
     }
 
     public struct Identity: Sendable {

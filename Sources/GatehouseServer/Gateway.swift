@@ -327,10 +327,6 @@ extension Gateway {
     /// The MCP server: its tools reach the listeners of this same process on loopback.
     func makeMCP(_ ports: LoopbackPorts) throws -> MCPEndpoint {
         guard let http = config.http.listen else { throw GatehouseError("mcp.listen", "the MCP server needs the HTTP listener") }
-        func loopback(_ host: String) -> String {
-            host == "0.0.0.0" ? "127.0.0.1" : host == "::" ? "::1" : host
-        }
-        let scheme = config.http.tlsCertificate == nil ? "http" : "https"
         var issuers = config.identity.issuers.map(\.issuer)
         if let devIssuer { issuers.append(devIssuer.issuerURL) }
         let connections = config.connections.map { connection in
@@ -348,10 +344,10 @@ extension Gateway {
                     subjects: connection.allow.subjects, agents: connection.allow.agents))
         }
         let settings = MCPSettings(
-            publicBaseURL: config.mcp.publicURL ?? "\(scheme)://\(http)",
+            publicBaseURL: config.mcp.publicURL ?? "\(config.http.scheme)://\(http)",
             authorizationServers: issuers, connections: connections, policy: config.policy, node: config.gateway.node,
-            postgresHost: config.postgres.listen.map { loopback($0.host) }, postgresTLS: config.postgres.tlsCertificate != nil,
-            httpHost: loopback(http.host), httpTLS: config.http.tlsCertificate != nil,
+            postgresHost: config.postgres.listen?.local.host, postgresTLS: config.postgres.tlsCertificate != nil,
+            httpHost: http.local.host, httpTLS: config.http.tlsCertificate != nil,
             callTimeout: .seconds(config.mcp.callTimeoutSeconds))
         return MCPEndpoint(settings: settings, verifier: verifier, auditLog: auditLog, reviews: reviewBoard, ports: ports, logger: logger)
     }

@@ -275,11 +275,9 @@ extension HTTPProxy {
         request.headers[values: .accept].contains { $0.lowercased().contains("application/x-ndjson") }
     }
 
+    /// One JSON document on one line (ProblemResponse ends each document with a newline).
     static func line(_ object: [String: JSONValue]) -> ByteBuffer {
-        var buffer = (try? ProblemResponse.bytes(object)) ?? ByteBuffer(string: "{}\n")
-        // ProblemResponse ends documents with a newline already: one document, one line.
-        if buffer.readableBytesView.last != UInt8(ascii: "\n") { buffer.writeString("\n") }
-        return buffer
+        (try? ProblemResponse.bytes(object)) ?? ByteBuffer(string: "{}\n")
     }
 
     /// How the run ended, for the caller (JSON) and the trail (the result event). The second
@@ -377,8 +375,7 @@ struct StreamingScrubber {
     private var pending: [UInt8] = []
 
     init(secrets: [String]) {
-        // As SecretScrubber: very short values would turn ordinary output into noise.
-        self.secrets = Array(Set(secrets.filter { $0.utf8.count >= 6 })).map { Array($0.utf8) }.sorted { $0.count > $1.count }
+        self.secrets = SecretScrubber.normalized(secrets).map { Array($0.utf8) }
         longest = self.secrets.first?.count ?? 0
     }
 

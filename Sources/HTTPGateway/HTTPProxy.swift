@@ -311,12 +311,12 @@ public final class HTTPProxy: Sendable {
 
     // MARK: Routing and the upstream request
 
-    /// The connection and the rest of the raw path: a configured Host name takes the whole path,
-    /// otherwise `/c/NAME/rest`.
+    /// Whether a configured Host name claims the request (its whole path then goes to that connection).
     private func isHostRouted(_ request: Request) -> Bool {
         request.head.authority.map { targetsByHost[Self.hostName($0)] != nil } ?? false
     }
 
+    /// The command connection named by `/c/NAME/...`, and the rest of the raw path.
     private func commandRoute(_ request: Request) -> (CommandTarget, Substring)? {
         guard !commandsByName.isEmpty else { return nil }
         let rawPath = Self.rawPath(request.head.path ?? "/")
@@ -326,6 +326,8 @@ public final class HTTPProxy: Sendable {
         return (target, rawPath.dropFirst(3 + name.count))
     }
 
+    /// The connection and the rest of the raw path: a configured Host name takes the whole path,
+    /// otherwise `/c/NAME/rest`.
     private func route(_ request: Request) -> (HTTPTarget, Substring)? {
         let rawPath = Self.rawPath(request.head.path ?? "/")
         if let authority = request.head.authority {
@@ -830,8 +832,14 @@ struct SecretScrubber: Sendable {
     private let secrets: [String]
 
     init(secrets: [String]) {
-        // Very short values would turn ordinary text into noise; real credentials are longer.
-        self.secrets = Array(Set(secrets.filter { $0.utf8.count >= 6 })).sorted { $0.utf8.count > $1.utf8.count }
+        self.secrets = Self.normalized(secrets)
+    }
+
+    /// The values worth looking for, once each, longest first (so a secret that contains another
+    /// is replaced whole). Very short values would turn ordinary text into noise; real credentials
+    /// are longer.
+    static func normalized(_ secrets: [String]) -> [String] {
+        Array(Set(secrets.filter { $0.utf8.count >= 6 })).sorted { $0.utf8.count > $1.utf8.count }
     }
 
     init(_ credential: UpstreamCredential?) {

@@ -376,7 +376,7 @@ extension MCPEndpoint {
             request.headers.replaceOrAdd(name: "Gatehouse-Intent", value: intent.truncated(toUTF8Bytes: 1024).text.replacingOccurrences(of: "\n", with: " "))
         }
         if let body = try string(arguments, "body", required: false) { request.body = .bytes(ByteBuffer(string: body)) }
-        let watcher = reviewWatcher(caller: caller, connection: connection.name, progress: progress)
+        let watcher = reviewWatcher(caller: caller, progress: progress)
         defer { watcher.cancel() }
         let response: HTTPClientResponse
         let body: ByteBuffer
@@ -423,7 +423,7 @@ extension MCPEndpoint {
         request.headers.add(name: "User-Agent", value: caller.client.application ?? "mcp")
         request.headers.add(name: "Gatehouse-Session", value: caller.session)
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
-        let watcher = reviewWatcher(caller: caller, connection: connection.name, progress: progress)
+        let watcher = reviewWatcher(caller: caller, progress: progress)
         defer { watcher.cancel() }
         let response: HTTPClientResponse
         let answer: ByteBuffer
@@ -480,14 +480,14 @@ extension MCPEndpoint {
 
     /// While an HTTP request or command run waits, its review appears on the board under this MCP
     /// session: the caller hears of it (its id, how to approve) as progress.
-    private func reviewWatcher(caller: Caller, connection: String, progress: @escaping @Sendable (String) -> Void) -> Task<Void, Never> {
+    private func reviewWatcher(caller: Caller, progress: @escaping @Sendable (String) -> Void) -> Task<Void, Never> {
         guard let reviews else { return Task {} }
         let session = HTTPProxy.sessionID(token: caller.token, label: caller.session)
         return Task {
             var told: Set<String> = []
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(500))
-                for review in await reviews.reviews(state: .pending, limit: 1000) where review.session == session && !told.contains(review.id) {
+                for review in await reviews.pending(session: session) where !told.contains(review.id) {
                     told.insert(review.id)
                     progress("waiting for approval: review \(review.id), approve with `gatehouse reviews approve \(review.id)`")
                 }

@@ -599,7 +599,9 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         case UInt8(ascii: "Q"), UInt8(ascii: "S"), UInt8(ascii: "F"), UInt8(ascii: "c"), UInt8(ascii: "f"): atMessageBoundary = true
         default: atMessageBoundary = false
         }
-        if let grantReview, environment.reviews?.grants.isActive(grantReview) != true {
+        // A grant's end is checked on the messages that run something (not on every COPY data
+        // frame); the task scheduled at login closes the session when the grant runs out anyway.
+        if let grantReview, Self.runsSomething(frame.type), environment.reviews?.grants.isActive(grantReview) != true {
             return fatal(sqlState: "42501", message: "access to connection \(target?.name ?? "") through grant:\(grantReview) has ended")
         }
         let now = ContinuousClock.now
@@ -622,8 +624,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
             let statement = statements[bind.statementName] ?? unknownPrepared(bind.statementName)
             let sql = statement.sql
             let parameters = bind.parameters.enumerated().map { index, value -> String? in
-                let formats = bind.parameterFormats
-                let binary = formats.count == 1 ? formats[0] == 1 : (index < formats.count && formats[index] == 1)
+                let binary = bind.isBinary(parameter: index)
                 let type = index < statement.parameterTypes.count ? statement.parameterTypes[index] : 0
                 return value.map { binary ? BinaryValue.text($0, typeOID: type) : StatementTracker.text($0, binary: false) }
             }
@@ -918,8 +919,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         var shown: [String?] = []
         var exact: [String?] = []
         for (index, value) in bind.parameters.enumerated() {
-            let formats = bind.parameterFormats
-            let binary = formats.count == 1 ? formats[0] == 1 : (index < formats.count && formats[index] == 1)
+            let binary = bind.isBinary(parameter: index)
             guard let value else {
                 shown.append(nil)
                 exact.append(nil)
@@ -1131,7 +1131,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
                 continue
             }
             guard let value = body.readSlice(length: Int(length)) else { break }
-            let binary = formats.count == 1 ? formats[0] == 1 : (index < formats.count && formats[index] == 1)
+            let binary = FrontendMessage.Bind.isBinary(parameter: index, formats: formats)
             arguments.append(StatementTracker.text(value, binary: binary))
         }
         return (String(oid), arguments)
@@ -1143,6 +1143,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         let oldest = nextStatementID - Self.maxPreparedStatements
         committedSeqs = committedSeqs.filter { $0.key >= oldest }
         finishedBeforeCommit = finishedBeforeCommit.filter { $0.key >= oldest }
+    }
+
+    private static func runsSomething(_ type: UInt8) -> Bool {
+        switch type {
+        case UInt8(ascii: "Q"), UInt8(ascii: "P"), UInt8(ascii: "B"), UInt8(ascii: "E"), UInt8(ascii: "F"): true
+        default: false
+        }
     }
 
     private func malformed() {
@@ -1237,7 +1244,6 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         }
         upstream?.flush()
         updateClientReading()
-        recordPendingOutcomes()
         endIfStoppingAndIdle()
     }
 
@@ -1606,13 +1612,13 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
         forgetTransactionState(frame)
     }
 
-    /// The result event: written after the fact and not waited for, linked to its request event.
     private func recordPendingOutcomes() {
         guard !outcomesToRecord.isEmpty else { return }
         for (outcome, seq) in outcomesToRecord { recordOutcome(outcome, requestSeq: seq) }
         outcomesToRecord.removeAll(keepingCapacity: true)
     }
 
+    /// The result event: written after the fact and not waited for, linked to its request event.
     private func recordOutcome(_ outcome: StatementTracker.Outcome, requestSeq: Int64) {
         let duration = (outcome.finished ?? ContinuousClock.now) - outcome.statement.started
         PostgresMetrics.statementDuration.recordNanoseconds(

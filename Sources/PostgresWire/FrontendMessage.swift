@@ -33,6 +33,16 @@ public enum FrontendMessage: Sendable, Equatable {
         public var parameters: [ByteBuffer?]
         public var resultFormats: [Int16]
 
+        /// Whether parameter `index` is sent in binary, by the format rule above.
+        public func isBinary(parameter index: Int) -> Bool {
+            Self.isBinary(parameter: index, formats: parameterFormats)
+        }
+
+        /// The same rule for a message that carries formats the same way (a fast-path call).
+        public static func isBinary(parameter index: Int, formats: [Int16]) -> Bool {
+            formats.count == 1 ? formats[0] == 1 : (index < formats.count && formats[index] == 1)
+        }
+
         public init(
             portalName: String,
             statementName: String,

@@ -401,6 +401,11 @@ public actor ReviewBoard {
         (try? store.reviews(state: state, limit: limit)) ?? []
     }
 
+    /// The reviews of one session still waiting for a decision, from memory (no store read).
+    public func pending(session: String) -> [Review] {
+        active.values.filter { $0.session == session && $0.state == .pending }.sorted { $0.createdAt < $1.createdAt }
+    }
+
     // MARK: Records
 
     private func stepRecord(_ review: Review, step: String, actor: Principal, client: ClientInfo, decision: Decision) -> AuditRecord {

@@ -46,7 +46,7 @@ struct ExecCommand: AsyncParsableCommand {
             guard let listen = loaded.http.listen else {
                 throw fail("\(options.config) has no HTTP listener (http.listen); pass --gateway URL")
             }
-            base = (loaded.http.tlsCertificate == nil ? "http://" : "https://") + listen.local.description
+            base = "\(loaded.http.scheme)://\(listen.local)"
             certificate = loaded.http.tlsCertificate
         }
         let bearer = try credential.bearer()

@@ -69,7 +69,7 @@ struct Serve: AsyncParsableCommand {
         try await gateway.run { bound in
             var admin = config.admin.listen
             admin.port = bound.admin
-            var line = "gatehouse ready: admin \(config.admin.tlsCertificate == nil ? "http" : "https")://\(admin)"
+            var line = "gatehouse ready: admin \(config.admin.scheme)://\(admin)"
             if let port = bound.postgres, let host = config.postgres.listen?.host { line += ", postgres \(host):\(port)" }
             if let port = bound.http, let host = config.http.listen?.host { line += ", http \(host):\(port)" }
             if let devIssuer { line += ", dev issuer \(devIssuer)" }

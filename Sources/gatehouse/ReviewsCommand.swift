@@ -31,8 +31,6 @@ struct AdminClientOptions: ParsableArguments {
 
     @OptionGroup var credential: TokenOption
 
-    func bearer() throws -> String { try credential.bearer() }
-
     /// The admin URL, and what to trust for it besides the system's roots: the configured
     /// certificate (also under another name given with --gateway, when the configuration can be
     /// read) and --cacert.
@@ -50,7 +48,7 @@ struct AdminClientOptions: ParsableArguments {
         let (base, certificates) = try target()
         var request = HTTPClientRequest(url: base + path)
         request.method = method
-        request.headers.add(name: "Authorization", value: "Bearer \(try bearer())")
+        request.headers.add(name: "Authorization", value: "Bearer \(try credential.bearer())")
         request.headers.add(name: "User-Agent", value: "gatehouse-cli")
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
