@@ -9,7 +9,9 @@
 #   2. PgBouncer (Debian package) in session mode in front of it, run as the `postgres` user;
 #   3. Gatehouse (release build) in front of it with full recording (its defaults), and the floor
 #      of its stack: a bare SwiftNIO byte relay (benchmarks/baseline, `gatehouse-baseline
-#      tcp-relay`: no parsing, no identity, no recording);
+#      tcp-relay`: no parsing, no identity, no recording), and the same relay appending every
+#      batch of client bytes to a hash-chained journal with one write before forwarding it
+#      (`recording-relay`: the floor of recording before forwarding);
 #   4. pgbench select-only simple (-S -M simple), select-only prepared (-S -M prepared) and the
 #      default TPC-B-like script, at 1 client and at 8 clients (-j 2), each directly, through
 #      PgBouncer and through Gatehouse;
@@ -24,7 +26,7 @@
 # Environment:
 #   BENCH_SECONDS   length of each pgbench run (default 10)
 #   BENCH_CLIENTS   client counts to run (default "1 8"); -j is min(clients, 2)
-#   BENCH_TARGETS   which of "direct pgbouncer relay gatehouse" to run (default all four)
+#   BENCH_TARGETS   which of "direct pgbouncer relay recording gatehouse" to run (default all)
 #   BENCH_WORKLOADS which of "select-simple select-prepared tpcb" to run (default all three)
 #   BENCH_MASKED=0  skip the masked variant
 #   GATEHOUSE_BIN   use this gatehouse binary instead of building .build-release/release/gatehouse
@@ -42,7 +44,7 @@ cd "$ROOT"
 
 DURATION="${BENCH_SECONDS:-10}"
 CLIENT_COUNTS="${BENCH_CLIENTS:-1 8}"
-TARGETS="${BENCH_TARGETS:-direct pgbouncer relay gatehouse}"
+TARGETS="${BENCH_TARGETS:-direct pgbouncer relay recording gatehouse}"
 WORKLOADS="${BENCH_WORKLOADS:-select-simple select-prepared tpcb}"
 SCALE=1
 PG_BINDIR="${GATEHOUSE_PG_BINDIR:-/usr/lib/postgresql/15/bin}"
@@ -96,6 +98,7 @@ WORK="$(mktemp -d /tmp/gatehouse-bench.XXXXXX)"
 chmod 755 "$WORK"       # the postgres user must reach the cluster and PgBouncer's files
 GATEWAY_PID=""
 RELAY_PID=""
+RECORDING_PID=""
 BOUNCER_PIDFILE="$WORK/pgbouncer/pgbouncer.pid"
 PG_STARTED=0
 
@@ -112,6 +115,7 @@ cleanup() {
     wait "$GATEWAY_PID" 2>/dev/null || true
   fi
   if [ -n "$RELAY_PID" ]; then { kill -KILL "$RELAY_PID"; wait "$RELAY_PID"; } 2>/dev/null || true; fi
+  if [ -n "$RECORDING_PID" ]; then { kill -KILL "$RECORDING_PID"; wait "$RECORDING_PID"; } 2>/dev/null || true; fi
   if [ -f "$BOUNCER_PIDFILE" ]; then
     local bpid
     bpid="$(cat "$BOUNCER_PIDFILE" 2>/dev/null || true)"
@@ -149,6 +153,7 @@ PG_PORT="$(free_port)"
 BOUNCER_PORT="$(free_port)"
 GATEWAY_PORT="$(free_port)"
 RELAY_PORT="$(free_port)"
+RECORDING_PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
 DB_PASSWORD="$(random_secret)"
 export GATEHOUSE_DEMO_DB_PASSWORD="$DB_PASSWORD"      # for pg_start (role gh_scram)
@@ -228,6 +233,13 @@ RELAY_PID=$!
 for _ in $(seq 100); do grep -q '^ready' "$WORK/relay.log" 2>/dev/null && break; sleep 0.1; done
 "${clean_env[@]}" PGPASSWORD="$DB_PASSWORD" "$PG_BINDIR/psql" -X -At -h 127.0.0.1 -p "$RELAY_PORT" \
   -U gh_scram -d app -c 'SELECT 1' >/dev/null || { cat "$WORK/relay.log" >&2; die "the relay does not answer"; }
+
+say "starting the recording relay on 127.0.0.1:$RECORDING_PORT (journal $WORK/recording.journal)"
+"$BASELINE" recording-relay "$RECORDING_PORT" 127.0.0.1 "$PG_PORT" "$WORK/recording.journal" >"$WORK/recording.log" 2>&1 &
+RECORDING_PID=$!
+for _ in $(seq 100); do grep -q '^ready' "$WORK/recording.log" 2>/dev/null && break; sleep 0.1; done
+"${clean_env[@]}" PGPASSWORD="$DB_PASSWORD" "$PG_BINDIR/psql" -X -At -h 127.0.0.1 -p "$RECORDING_PORT" \
+  -U gh_scram -d app -c 'SELECT 1' >/dev/null || { cat "$WORK/recording.log" >&2; die "the recording relay does not answer"; }
 
 # ---------------------------------------------------------------------------------------------
 # Gatehouse (release, full recording: the defaults)
@@ -313,6 +325,7 @@ proxy_pid() {
     gatehouse|gatehouse-masked) echo "$GATEWAY_PID" ;;
     pgbouncer) cat "$BOUNCER_PIDFILE" 2>/dev/null || true ;;
     relay) echo "$RELAY_PID" ;;
+    recording) echo "$RECORDING_PID" ;;
   esac
 }
 
@@ -327,6 +340,7 @@ run_pgbench() {
     direct)    conn=(-h 127.0.0.1 -p "$PG_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
     pgbouncer) conn=(-h 127.0.0.1 -p "$BOUNCER_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
     relay)     conn=(-h 127.0.0.1 -p "$RELAY_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
+    recording) conn=(-h 127.0.0.1 -p "$RECORDING_PORT" -U gh_scram app); local pw="$DB_PASSWORD" ;;
     gatehouse) conn=(-h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench); local pw="$TOKEN" ;;
     gatehouse-masked) conn=(-h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench-masked); local pw="$TOKEN" ;;
   esac
@@ -434,10 +448,10 @@ echo "pgbench ${DURATION}s per run, scale $SCALE, $(nproc) cores, $(date -u +%Y-
 echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo "TPS without connection time; latency = pgbench's average"
 echo
-printf '| %-15s | %2s | %9s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %9s | %8s | %8s | %8s | %10s | %9s | %9s |\n' \
-  workload c "direct" "pgbouncer" "relay" "gatehouse" "GH/dir" "GH/PgB" "relay/PgB" "dir ms" "PgB ms" "GH ms" "PgB +µs" "relay +µs" "GH +µs" "PgB cpu/tx" "relay cpu" "GH cpu/tx"
+printf '| %-15s | %2s | %9s | %9s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %9s | %9s | %8s | %8s | %8s | %8s | %10s | %9s | %9s | %9s |\n' \
+  workload c "direct" "pgbouncer" "relay" "recording" "gatehouse" "GH/dir" "GH/PgB" "relay/PgB" "rec/PgB" "dir ms" "PgB ms" "GH ms" "PgB +µs" "relay +µs" "rec +µs" "GH +µs" "PgB cpu/tx" "relay cpu" "rec cpu" "GH cpu/tx"
 sep="|"
-for width in 15 2 9 9 9 9 8 8 9 9 9 9 8 8 8 10 9 9; do
+for width in 15 2 9 9 9 9 9 8 8 9 9 9 9 9 8 8 8 8 10 9 9 9; do
   if [ "$width" = 15 ]; then sep+=":$(printf '%*s' $(( width + 1 )) '' | tr ' ' -)|"
   else sep+="$(printf '%*s' $(( width + 1 )) '' | tr ' ' -):|"; fi
 done
@@ -445,22 +459,25 @@ echo "$sep"
 for workload in $WORKLOADS; do
   for clients in $CLIENT_COUNTS; do
     d="$workload/$clients/direct"; b="$workload/$clients/pgbouncer"; g="$workload/$clients/gatehouse"
-    r="$workload/$clients/relay"
-    printf '| %-15s | %2s | %9s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %9s | %8s | %8s | %8s | %10s | %9s | %9s |\n' \
+    r="$workload/$clients/relay"; j="$workload/$clients/recording"
+    printf '| %-15s | %2s | %9s | %9s | %9s | %9s | %9s | %8s | %8s | %9s | %9s | %9s | %9s | %9s | %8s | %8s | %8s | %8s | %10s | %9s | %9s | %9s |\n' \
       "$workload" "$clients" \
       "$(fmt_tps "${TPS[$d]:-}" "${FAILED[$d]:-}")" "$(fmt_tps "${TPS[$b]:-}" "${FAILED[$b]:-}")" \
-      "$(fmt_tps "${TPS[$r]:-}" "${FAILED[$r]:-}")" "$(fmt_tps "${TPS[$g]:-}" "${FAILED[$g]:-}")" \
+      "$(fmt_tps "${TPS[$r]:-}" "${FAILED[$r]:-}")" "$(fmt_tps "${TPS[$j]:-}" "${FAILED[$j]:-}")" \
+      "$(fmt_tps "${TPS[$g]:-}" "${FAILED[$g]:-}")" \
       "$(fmt_ratio "${TPS[$g]:-}" "${TPS[$d]:-}")" "$(fmt_ratio "${TPS[$g]:-}" "${TPS[$b]:-}")" \
-      "$(fmt_ratio "${TPS[$r]:-}" "${TPS[$b]:-}")" \
+      "$(fmt_ratio "${TPS[$r]:-}" "${TPS[$b]:-}")" "$(fmt_ratio "${TPS[$j]:-}" "${TPS[$b]:-}")" \
       "$(fmt_ms "${LAT[$d]:-}")" "$(fmt_ms "${LAT[$b]:-}")" "$(fmt_ms "${LAT[$g]:-}")" \
       "$(fmt_added_us "${LAT[$b]:-}" "${LAT[$d]:-}")" "$(fmt_added_us "${LAT[$r]:-}" "${LAT[$d]:-}")" \
-      "$(fmt_added_us "${LAT[$g]:-}" "${LAT[$d]:-}")" \
-      "${CPU[$b]:--}" "${CPU[$r]:--}" "${CPU[$g]:--}"
+      "$(fmt_added_us "${LAT[$j]:-}" "${LAT[$d]:-}")" "$(fmt_added_us "${LAT[$g]:-}" "${LAT[$d]:-}")" \
+      "${CPU[$b]:--}" "${CPU[$r]:--}" "${CPU[$j]:--}" "${CPU[$g]:--}"
   done
 done
 echo
-echo "direct/pgbouncer/relay/gatehouse = TPS (relay: the bare SwiftNIO byte relay, the floor of the gateway's stack);"
-echo "GH/dir, GH/PgB, relay/PgB = TPS ratios; +µs = average latency added over direct;"
+echo "direct/pgbouncer/relay/recording/gatehouse = TPS (relay: the bare SwiftNIO byte relay, the floor of the"
+echo "gateway's stack; recording: the same relay writing each batch of client bytes to a hash-chained journal"
+echo "before forwarding it, the floor of recording before forwarding);"
+echo "GH/dir, GH/PgB, relay/PgB, rec/PgB = TPS ratios; +µs = average latency added over direct;"
 echo "cpu/tx = the proxy process's CPU time (user+system) per pgbench transaction, in µs."
 
 if [ -n "${MASKED_TPS[*]+set}" ]; then   # (set -u: an empty associative array counts as unset)

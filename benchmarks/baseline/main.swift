@@ -4,12 +4,15 @@
 //
 //   gatehouse-baseline tcp-relay  LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT
 //       SwiftNIO, bytes copied both ways with back-pressure: any PostgreSQL client works through it.
+//   gatehouse-baseline recording-relay LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT JOURNAL_FILE
+//       The same relay, but each batch of client bytes is appended to a hash-chained journal file
+//       with one write before it is forwarded: the floor of recording before forwarding.
 //   gatehouse-baseline http-proxy LISTEN_PORT UPSTREAM_BASE_URL HEADER_NAME ENV_VAR_HOLDING_VALUE
 //       Hummingbird in, AsyncHTTPClient out (pooled), the header injected and the client's
 //       Authorization dropped, the response streamed back.
 //   gatehouse-baseline nio-http-proxy LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT HEADER_NAME ENV_VAR
 //       The same on SwiftNIO's HTTP/1 codec alone: one keep-alive upstream connection per client.
-// Both listen on 127.0.0.1 only and print "ready" once bound.
+// All listen on 127.0.0.1 only and print "ready" once bound.
 
 import Foundation
 
@@ -17,7 +20,7 @@ let arguments = CommandLine.arguments
 
 func usage() -> Never {
     FileHandle.standardError.write(Data(
-        "usage: gatehouse-baseline tcp-relay PORT HOST PORT | http-proxy PORT URL HEADER ENV_VAR | nio-http-proxy PORT HOST PORT HEADER ENV_VAR\n".utf8))
+        "usage: gatehouse-baseline tcp-relay PORT HOST PORT | recording-relay PORT HOST PORT FILE | http-proxy PORT URL HEADER ENV_VAR | nio-http-proxy PORT HOST PORT HEADER ENV_VAR\n".utf8))
     exit(2)
 }
 
@@ -26,6 +29,9 @@ switch (arguments[1], arguments.count) {
 case ("tcp-relay", 5):
     guard let port = Int(arguments[2]), let upstreamPort = Int(arguments[4]) else { usage() }
     try await TCPRelay.run(port: port, upstreamHost: arguments[3], upstreamPort: upstreamPort)
+case ("recording-relay", 6):
+    guard let port = Int(arguments[2]), let upstreamPort = Int(arguments[4]) else { usage() }
+    try await RecordingRelay.run(port: port, upstreamHost: arguments[3], upstreamPort: upstreamPort, journalPath: arguments[5])
 case ("http-proxy", 6):
     guard let port = Int(arguments[2]), let value = ProcessInfo.processInfo.environment[arguments[5]] else { usage() }
     try await HTTPBaseline.run(port: port, upstream: arguments[3], header: arguments[4], value: value)
