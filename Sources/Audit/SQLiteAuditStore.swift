@@ -10,11 +10,22 @@ import Musl
 import Darwin
 #endif
 
-/// The embedded default store: one SQLite file in WAL mode.
+/// The embedded default store: an append-only journal in front of one SQLite file in WAL mode.
 ///
-/// Several processes may open the same file (the gateway and the CLI): every append takes the write
-/// lock first (`BEGIN IMMEDIATE`) and reads the chain tail inside that transaction, and a busy
-/// timeout makes each side wait for the other instead of failing.
+/// An append is recorded when it is in the journal (`<path>.journal`, `AuditJournal`): chained to
+/// the journal's last record under an exclusive file lock and written with one `pwrite`, which costs
+/// a few system calls where a SQLite commit costs a B-tree transaction and a dozen writes. Behind
+/// the appends, an indexer copies the journal's records into the `events` table (in batches, about
+/// every 20 ms, on its own thread) and empties the journal once it holds a few megabytes, all of it
+/// indexed. Everything that reads (list, replay, verify) and every checkpoint indexes first, and
+/// opening the store indexes what a killed process left, so readers see every recorded event.
+///
+/// Fail closed: when events have waited longer than the busy timeout to be indexed (the SQLite
+/// file cannot be written), or the journal has grown past its limit, appends are refused.
+///
+/// Several processes may open the same file (the gateway and the CLI): appends and emptying hold
+/// the journal's lock, and the indexer inserts only events newer than the table's newest inside a
+/// `BEGIN IMMEDIATE` transaction, so two indexers cannot insert an event twice.
 ///
 /// The newest checkpoint is also kept in a sidecar file (`<path>.head`, replaced atomically), so
 /// deleting the newest checkpoint row, or the events at the end of the trail along with it, cannot go
@@ -28,14 +39,39 @@ public final class SQLiteAuditStore: AuditStore {
     let durability: AuditStoreOptions.Durability
     private let pool: DatabasePool
     private let closed = LockedFlag()
-    /// The chain's tail as this store last wrote it; used only on the writer connection.
-    private let knownTail = KnownTail()
+    private let journal: AuditJournal
+    /// How long an event may wait to be indexed before appends are refused.
+    private let maximumIndexLag: Duration
+    private let indexing = Locked(IndexState())
+    /// One indexing pass at a time in this process (the scheduled one, a checkpoint's, a reader's).
+    private let indexLock = NSLock()
+    private let indexQueue = DispatchQueue(label: "gatehouse.audit.indexer", qos: .utility)
+
+    /// The journal may hold at most this many bytes not yet indexed; appends beyond are refused.
+    static let journalLimit: Int64 = 256 << 20
+    /// The journal is emptied once the indexed part of it is this large.
+    static let emptyJournalAbove: Int64 = 4 << 20
+    static let indexDelay = DispatchTimeInterval.milliseconds(20)
+    static let indexRetryDelay = DispatchTimeInterval.milliseconds(200)
+
+    private struct IndexState {
+        /// Where this process's indexer is in the journal, and in which generation of it.
+        var offset = AuditJournal.headerSize
+        var generation: UInt64?
+        var scheduled = false
+        /// Appends by this process, so an indexing pass can tell whether it saw all of them.
+        var appended = 0
+        /// When the oldest append not yet indexed was made.
+        var waitingSince: ContinuousClock.Instant?
+        var lastFailure: String?
+    }
 
     public init(options: AuditStoreOptions) throws {
         self.path = options.path
         self.headPath = options.path + ".head"
         self.node = options.node
         self.durability = options.durability
+        self.maximumIndexLag = options.busyTimeout
 
         try Self.prepareFile(options.path)
         var configuration = Configuration()
@@ -56,6 +92,9 @@ public final class SQLiteAuditStore: AuditStore {
         } catch {
             throw AuditErrors.unavailable(options.path, Self.reason(error))
         }
+        journal = try AuditJournal(path: options.path + ".journal", syncEachAppend: options.durability == .fsync)
+        // What a process killed before its indexer ran left in the journal.
+        indexScheduled()
     }
 
     // MARK: AuditStore
@@ -66,43 +105,111 @@ public final class SQLiteAuditStore: AuditStore {
     public func append(encoded records: [EncodedAuditRecord]) throws -> [AuditEvent] {
         try checkOpen()
         guard !records.isEmpty else { return [] }
+        if let stalled = indexingStalled() {
+            throw AuditErrors.unavailable(path, stalled)
+        }
+        let events = try journal.append(records, maximumBytes: Self.journalLimit) { try indexedTail() }
+        let schedule = indexing.withLock { state -> Bool in
+            state.appended += 1
+            if state.waitingSince == nil { state.waitingSince = .now }
+            guard !state.scheduled else { return false }
+            state.scheduled = true
+            return true
+        }
+        if schedule {
+            indexQueue.asyncAfter(deadline: .now() + Self.indexDelay) { self.indexScheduled() }
+        }
+        return events
+    }
+
+    // MARK: Indexing
+
+    /// Why appends are refused, if events have waited too long to be indexed.
+    private func indexingStalled() -> String? {
+        indexing.withLock { state in
+            guard let since = state.waitingSince, ContinuousClock.now - since > maximumIndexLag else { return nil }
+            return "its events have waited over \(maximumIndexLag) to be indexed (\(state.lastFailure ?? "the index is behind"))"
+        }
+    }
+
+    private func indexScheduled() {
+        indexing.withLock { $0.scheduled = false }
+        guard !closed.value else { return }
         do {
-            return try pool.writeWithoutTransaction { db in
-                var events: [AuditEvent] = []
-                events.reserveCapacity(records.count)
-                var dataVersion: Int64 = -1
+            try indexNow()
+        } catch {
+            let retry = indexing.withLock { state -> Bool in
+                state.lastFailure = Self.reason(error)
+                if state.waitingSince == nil { state.waitingSince = .now }
+                guard !state.scheduled else { return false }
+                state.scheduled = true
+                return true
+            }
+            if retry {
+                indexQueue.asyncAfter(deadline: .now() + Self.indexRetryDelay) { self.indexScheduled() }
+            }
+        }
+    }
+
+    /// Copies every journal record not yet in the table into it; with `empty`, or once the journal
+    /// is large, also empties the journal (under its lock, after indexing what came in meanwhile).
+    func indexNow(empty: Bool = false) throws {
+        indexLock.lock()
+        defer { indexLock.unlock() }
+        let (start, knownGeneration, appendedBefore) = indexing.withLock { ($0.offset, $0.generation, $0.appended) }
+        let startedAt = ContinuousClock.now
+        var position = start
+        var generation = knownGeneration
+        func indexToEnd() throws {
+            var slice: AuditJournal.Slice
+            repeat {
+                slice = try journal.read(from: position, generation: generation)
+                try insert(slice.entries)
+                position = slice.end
+                generation = slice.generation
+            } while !slice.reachedEnd
+        }
+        try indexToEnd()
+        if empty || position > Self.emptyJournalAbove {
+            // Emptied only while nothing unindexed is in it, so the lock that stops appenders is
+            // never held across a SQLite write (which may wait out the busy timeout).
+            for _ in 0..<8 {
+                let emptied = try journal.exclusively { locked -> Bool in
+                    guard let known = generation, try locked.ends(at: position, generation: known) else { return false }
+                    generation = try locked.empty()
+                    position = AuditJournal.headerSize
+                    return true
+                }
+                if emptied { break }
+                try indexToEnd()
+            }
+        }
+        indexing.withLock { state in
+            state.offset = position
+            state.generation = generation
+            state.lastFailure = nil
+            state.waitingSince = state.appended == appendedBefore ? nil : startedAt
+        }
+    }
+
+    private func insert(_ entries: [AuditJournal.Entry]) throws {
+        guard !entries.isEmpty else { return }
+        do {
+            try pool.writeWithoutTransaction { db in
                 try Self.immediateTransaction(db) {
-                    // Read under the write lock: no other connection can commit until this one ends.
-                    dataVersion = try KnownTail.dataVersion(db)
-                    let tail = try knownTail.current(dataVersion: dataVersion) ?? Self.tail(db)
-                    var seq = tail?.seq ?? 0
-                    var previousHash = tail?.hash ?? AuditEvent.genesisHash
+                    // Another process's indexer may have copied some of them already.
+                    let newest = try Int64.fetchOne(db.cachedStatement(sql: "SELECT max(seq) FROM events")) ?? 0
                     let insert = try db.cachedStatement(sql: """
                         INSERT INTO events (seq, time_ms, subject, agent, session, connection, kind, body, prev_hash, hash)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """)
-                    for item in records {
-                        seq += 1
-                        let body = AuditCanonical.bytes(seq: seq, prevHash: previousHash, recordJSON: item.json)
-                        guard body.count <= AuditCanonical.maximumBodyBytes else {
-                            throw AuditErrors.recordTooLarge(bytes: body.count)
-                        }
-                        let hash = AuditCanonical.hash(of: body)
-                        let record = item.record
+                    for entry in entries where entry.seq > newest {
                         try insert.execute(arguments: [
-                            seq, record.timeMillis, record.principal?.subject, record.principal?.agent,
-                            record.session, record.connection, record.operation.kind,
-                            String(decoding: body, as: UTF8.self), previousHash, hash,
+                            entry.seq, entry.timeMillis, entry.subject, entry.agent, entry.session, entry.connection,
+                            entry.kind, String(decoding: entry.body, as: UTF8.self), entry.prevHash, entry.hash,
                         ])
-                        events.append(AuditEvent(seq: seq, prevHash: previousHash, hash: hash, record: record))
-                        previousHash = hash
                     }
-                } onCommit: {
-                    if let last = events.last { knownTail.remember(seq: last.seq, hash: last.hash, dataVersion: dataVersion) }
-                } onRollback: {
-                    knownTail.forget()
                 }
-                return events
             }
         } catch let error as GatehouseError {
             throw error
@@ -111,8 +218,20 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
+    /// The indexed trail's tail, for an append to an empty journal: the journal is emptied only
+    /// once everything in it is in the table.
+    private func indexedTail() throws -> (seq: Int64, hash: String)? {
+        do {
+            return try pool.read { db in try Self.tail(db) }
+        } catch {
+            throw AuditErrors.unavailable(path, Self.reason(error))
+        }
+    }
+
     public func appendCheckpoint(signedBy signer: AuditSigner, time: Date) throws -> AuditCheckpoint? {
         try checkOpen()
+        // Signs what the table holds, so everything recorded so far goes into it first.
+        try indexNow()
         let node = self.node
         let checkpoint: AuditCheckpoint?
         do {
@@ -151,6 +270,8 @@ public final class SQLiteAuditStore: AuditStore {
 
     public func events(_ query: AuditQuery) async throws -> [AuditEvent] {
         try checkOpen()
+        // Best effort: a reader that cannot write (a read-only copy) still reads what is indexed.
+        try? indexNow()
         var conditions: [String] = []
         var arguments: StatementArguments = []
         if let since = query.since {
@@ -205,6 +326,7 @@ public final class SQLiteAuditStore: AuditStore {
 
     public func verify(verifier: AuditSignatureVerifier) async throws -> AuditVerification {
         try checkOpen()
+        try? indexNow()
         // Read before the snapshot opens: the head is written after its checkpoint commits, so the
         // snapshot holds at least the checkpoint the head names.
         let head = try readHead()
@@ -275,7 +397,7 @@ public final class SQLiteAuditStore: AuditStore {
     }
 
     public func isWritable() async -> Bool {
-        guard !closed.value else { return false }
+        guard !closed.value, indexingStalled() == nil else { return false }
         do {
             try await pool.writeWithoutTransaction { db in
                 // Taking the write lock proves the file can be locked for writing; nothing is written.
@@ -288,13 +410,23 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
+    /// Indexes everything and empties the journal (a clean stop leaves the whole trail in the
+    /// SQLite file), then closes. What cannot be indexed stays in the journal for the next open.
     public func close() async throws {
         guard closed.set() else { return }
+        indexQueue.sync {}
+        var failure: (any Error)?
+        do {
+            try indexNow(empty: true)
+        } catch {
+            failure = error
+        }
         do {
             try pool.close()
         } catch {
             throw AuditErrors.unavailable(path, Self.reason(error))
         }
+        if let failure { throw failure }
     }
 
     // MARK: Schema
@@ -361,19 +493,15 @@ public final class SQLiteAuditStore: AuditStore {
 
     /// `BEGIN IMMEDIATE` … `COMMIT` through prepared statements: GRDB's transaction helper
     /// compiles both texts again on every call, a measurable share of a one-event append.
-    private static func immediateTransaction(
-        _ db: Database, _ body: () throws -> Void, onCommit: () -> Void, onRollback: () -> Void
-    ) throws {
+    private static func immediateTransaction(_ db: Database, _ body: () throws -> Void) throws {
         try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
         do {
             try body()
             try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
         } catch {
-            onRollback()
             if db.isInsideTransaction { try? db.execute(sql: "ROLLBACK TRANSACTION") }
             throw error
         }
-        onCommit()
     }
 
     private static func tail(_ db: Database) throws -> (seq: Int64, hash: String)? {
@@ -518,35 +646,5 @@ final class LockedFlag: @unchecked Sendable {
         if flag { return false }
         flag = true
         return true
-    }
-}
-
-/// The tail of the chain as the writer connection left it, so an append need not read it back.
-/// Trusted only while no other connection (another process on the same file) has committed since:
-/// SQLite's `data_version` tells, and otherwise the tail is read from the table as before.
-private final class KnownTail: @unchecked Sendable {
-    // Touched only inside the writer connection's serialized access.
-    private var tail: (seq: Int64, hash: String, dataVersion: Int64)?
-
-    func current(dataVersion: Int64) -> (seq: Int64, hash: String)? {
-        guard let tail, tail.dataVersion == dataVersion else {
-            self.tail = nil
-            return nil
-        }
-        return (tail.seq, tail.hash)
-    }
-
-    /// `dataVersion` as read inside the transaction that wrote this tail: the connection's own
-    /// commit does not change it, any other connection's does.
-    func remember(seq: Int64, hash: String, dataVersion: Int64) {
-        tail = (seq, hash, dataVersion)
-    }
-
-    func forget() {
-        tail = nil
-    }
-
-    static func dataVersion(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? -1
     }
 }

@@ -39,8 +39,7 @@ struct SQLiteAuditStoreTests {
         try queue.close()
     }
 
-    /// Each store remembers the tail it wrote; a commit by another connection in between (another
-    /// process on the same file) must make it read the tail again, or the chain would fork.
+    /// Two processes append through one journal; each chains to what the other wrote last.
     @Test func twoStoresOnOneFileKeepOneChain() async throws {
         let harness = try SQLiteHarness()
         defer { harness.remove() }
@@ -57,6 +56,101 @@ struct SQLiteAuditStoreTests {
         try await first.close()
         try await second.close()
         #expect(try await Fixture.verify(harness, with: signer.verifier).isIntact)
+    }
+
+    @Test func aCleanCloseLeavesEverythingInTheTableAndTheJournalEmpty() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let store = try SQLiteAuditStore(options: harness.options())
+        for index in 1...5 { _ = try store.append([Fixture.record(index)]) }
+        try await store.close()
+        let journalSize = try FileManager.default.attributesOfItem(atPath: harness.path + ".journal")[.size] as? Int
+        #expect(journalSize == Int(AuditJournal.headerSize))
+        let mode = try FileManager.default.attributesOfItem(atPath: harness.path + ".journal")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        let queue = try DatabaseQueue(path: harness.path)
+        #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM events") } == 5)
+        try queue.close()
+    }
+
+    /// A process killed before its indexer ran: the next one to open the store finds the events.
+    @Test func eventsLeftInTheJournalAreIndexedByTheNextOpen() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let killed = try SQLiteAuditStore(options: harness.options())
+        let written = try killed.append([Fixture.record(1), Fixture.record(2), Fixture.record(3)])
+        // Not closed, as after SIGKILL; the table may not have them yet.
+        let next = try SQLiteAuditStore(options: harness.options())
+        #expect(try await next.events(AuditQuery()).map(\.hash) == written.map(\.hash))
+        #expect(try next.append([Fixture.record(4)]).first?.prevHash == written.last?.hash)
+        try await next.close()
+        #expect(try await Fixture.verify(harness, with: signer.verifier).isIntact)
+    }
+
+    /// A write cut short by a kill leaves half a record at the end; it was never acknowledged, so it
+    /// is dropped and the chain goes on from the last whole record.
+    @Test func aTornRecordAtTheEndIsDropped() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let killed = try SQLiteAuditStore(options: harness.options())
+        let written = try killed.append([Fixture.record(1), Fixture.record(2)])
+        var torn: [UInt8] = []
+        AuditJournal.encode(
+            AuditJournal.Entry(
+                seq: 3, timeMillis: 0, subject: "mallory", agent: nil, session: nil, connection: nil, kind: "x",
+                prevHash: written[1].hash, hash: String(repeating: "0", count: 64), body: Array(repeating: 65, count: 300)
+            ),
+            into: &torn
+        )
+        for cut in [1, 8, 100, torn.count - 1] {
+            let handle = try #require(FileHandle(forWritingAtPath: harness.path + ".journal"))
+            let end = try handle.seekToEnd()
+            try handle.write(contentsOf: torn.prefix(cut))
+            try handle.close()
+            let appended = try killed.append([Fixture.record(10 + cut)])
+            #expect(appended.first?.seq == 3, "cut at \(cut)")
+            #expect(appended.first?.prevHash == written[1].hash)
+            // Undo the append, so the next round tears the same place.
+            let undo = try #require(FileHandle(forWritingAtPath: harness.path + ".journal"))
+            try undo.truncate(atOffset: end)
+            try undo.close()
+        }
+        let next = try SQLiteAuditStore(options: harness.options())
+        #expect(try await next.events(AuditQuery()).map(\.seq) == [1, 2])
+        try await next.close()
+        #expect(try await Fixture.verify(harness, with: signer.verifier).isIntact)
+    }
+
+    /// One process empties the journal while another has read part of it: the other must start
+    /// over in the new journal, not skip what was appended there.
+    @Test func anIndexerNoticesTheJournalWasEmptiedByAnotherProcess() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let first = try SQLiteAuditStore(options: harness.options())
+        let second = try SQLiteAuditStore(options: harness.options())
+        _ = try first.append([Fixture.record(1), Fixture.record(2)])
+        try first.indexNow()
+        try second.indexNow(empty: true)
+        _ = try second.append([Fixture.record(3)])
+        _ = try first.append([Fixture.record(4)])
+        try first.indexNow()
+        let queue = try DatabaseQueue(path: harness.path)
+        #expect(try await queue.read { try Int64.fetchAll($0, sql: "SELECT seq FROM events ORDER BY seq") } == [1, 2, 3, 4])
+        try queue.close()
+        try await first.close()
+        try await second.close()
+        #expect(try await Fixture.verify(harness, with: signer.verifier).isIntact)
+    }
+
+    @Test func somethingElseInTheJournalsPlaceIsRefused() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        try Data(repeating: 0x41, count: 200).write(to: URL(fileURLWithPath: harness.path + ".journal"))
+        let store = try SQLiteAuditStore(options: harness.options())
+        let error = #expect(throws: GatehouseError.self) { _ = try store.append([Fixture.record(1)]) }
+        #expect(error?.code == "audit.store_unavailable")
+        #expect(error?.message.contains("not a Gatehouse audit journal") == true)
+        try? await store.close()
     }
 
     @Test func headFileHoldsTheNewestCheckpoint() async throws {

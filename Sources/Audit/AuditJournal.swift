@@ -1,0 +1,415 @@
+import Foundation
+import GatehouseCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The append-only file in front of the SQLite trail (`<store>.journal`).
+///
+/// An append chains its events to the journal's last record (or, when the journal is empty, to the
+/// indexed trail's tail) and writes them with one `pwrite`: that is the moment an event is recorded.
+/// What survives a SIGKILL is the same as for a SQLite commit in WAL mode without fsync (the page
+/// cache), at a few system calls instead of a B-tree transaction. `SQLiteAuditStore` copies the
+/// records into its tables behind the appends and empties the journal once they are all there.
+///
+/// Several processes may append (the gateway and the CLI): every append and every emptying holds
+/// an exclusive `flock` on the file, so the chain cannot fork. A write cut short by a kill leaves a
+/// torn record at the end; the next append or read finds the last whole record and drops the rest,
+/// which nobody was ever told was recorded.
+///
+/// Layout: a 16-byte header (`GHJ1`, a random generation that changes whenever the journal is
+/// emptied, 4 zero bytes), then records. A record is `GHR1`, the payload length, the payload (seq,
+/// time, subject, agent, session, connection, kind, previous hash, hash, body) and an 80-byte
+/// trailer (payload length, seq, hash, `GHRE`), so the tail is found by reading the file's last 80
+/// bytes. Integers are big-endian; strings are length-prefixed, -1 for none.
+final class AuditJournal: @unchecked Sendable {
+    struct Entry: Equatable {
+        var seq: Int64
+        var timeMillis: Int64
+        var subject: String?
+        var agent: String?
+        var session: String?
+        var connection: String?
+        var kind: String?
+        var prevHash: String
+        var hash: String
+        var body: [UInt8]
+    }
+
+    /// What a read found: whole records from the requested offset, where they end, and the
+    /// generation they belong to.
+    struct Slice {
+        var entries: [Entry]
+        var end: Int64
+        var generation: UInt64
+        /// Whether `end` is the end of the file (nothing was left for a later read).
+        var reachedEnd: Bool
+    }
+
+    static let headerSize: Int64 = 16
+    static let trailerSize = 80
+    private static let fileMagic: [UInt8] = Array("GHJ1".utf8)
+    private static let recordMagic: [UInt8] = Array("GHR1".utf8)
+    private static let trailerMagic: [UInt8] = Array("GHRE".utf8)
+    /// A record can never be larger than this (the body limit plus its columns), so a corrupted
+    /// length is caught before anything is allocated for it.
+    static let maximumPayload = AuditCanonical.maximumBodyBytes + 64 * 1024
+    /// Reads happen in pieces of at most this many bytes, so a long journal never sits in memory
+    /// whole.
+    static let readChunk = 4 << 20
+
+    let path: String
+    private let descriptor: Int32
+    private let syncEachAppend: Bool
+    private let threadLock = NSLock()
+
+    init(path: String, syncEachAppend: Bool) throws {
+        self.path = path
+        self.syncEachAppend = syncEachAppend
+        let opened = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard opened >= 0 else { throw Self.failure(path, "cannot be opened") }
+        descriptor = opened
+    }
+
+    deinit {
+        close(descriptor)
+    }
+
+    // MARK: Appending
+
+    /// Chains `records` after the journal's last record, or after `indexedTail()` when it is empty,
+    /// and writes them in one piece. When this returns they are recorded; when it throws, none is.
+    func append(
+        _ records: [EncodedAuditRecord],
+        maximumBytes: Int64,
+        indexedTail: () throws -> (seq: Int64, hash: String)?
+    ) throws -> [AuditEvent] {
+        try withLock(LOCK_EX) {
+            let size = try prepared()
+            guard size <= maximumBytes else {
+                throw Self.failure(path, "holds \(size) bytes not yet indexed, over the limit of \(maximumBytes)")
+            }
+            let tail = try lastRecord(size: size) ?? indexedTail()
+            var seq = tail?.seq ?? 0
+            var previousHash = tail?.hash ?? AuditEvent.genesisHash
+            var events: [AuditEvent] = []
+            events.reserveCapacity(records.count)
+            var bytes: [UInt8] = []
+            for item in records {
+                seq += 1
+                let body = AuditCanonical.bytes(seq: seq, prevHash: previousHash, recordJSON: item.json)
+                guard body.count <= AuditCanonical.maximumBodyBytes else {
+                    throw AuditErrors.recordTooLarge(bytes: body.count)
+                }
+                let hash = AuditCanonical.hash(of: body)
+                let record = item.record
+                Self.encode(
+                    Entry(
+                        seq: seq, timeMillis: record.timeMillis, subject: record.principal?.subject,
+                        agent: record.principal?.agent, session: record.session, connection: record.connection,
+                        kind: record.operation.kind, prevHash: previousHash, hash: hash, body: body
+                    ),
+                    into: &bytes
+                )
+                events.append(AuditEvent(seq: seq, prevHash: previousHash, hash: hash, record: record))
+                previousHash = hash
+            }
+            try write(bytes, at: size)
+            return events
+        }
+    }
+
+    private func write(_ bytes: [UInt8], at offset: Int64) throws {
+        var written = 0
+        let failure: String? = bytes.withUnsafeBytes { buffer in
+            while written < buffer.count {
+                let result = pwrite(descriptor, buffer.baseAddress! + written, buffer.count - written, off_t(offset) + off_t(written))
+                if result < 0 {
+                    if errno == EINTR { continue }
+                    return String(cString: strerror(errno))
+                }
+                written += result
+            }
+            return nil
+        }
+        if let failure {
+            // Nobody is told these events were recorded, so none of them may stay half written.
+            _ = ftruncate(descriptor, off_t(offset))
+            throw Self.failure(path, "cannot be written (\(failure))")
+        }
+        if syncEachAppend, fdatasync(descriptor) != 0 {
+            let reason = String(cString: strerror(errno))
+            _ = ftruncate(descriptor, off_t(offset))
+            throw Self.failure(path, "cannot be synced (\(reason))")
+        }
+    }
+
+    // MARK: Reading and emptying
+
+    /// Whole records from `offset` on, if the journal is still of `generation`; otherwise from its
+    /// start. At most `limit` bytes of records are returned (at least one record).
+    func read(from offset: Int64, generation: UInt64?, limit: Int = readChunk) throws -> Slice {
+        try withLock(LOCK_EX) { try readLocked(from: offset, generation: generation, limit: limit) }
+    }
+
+    /// Runs `body` while no other process can append, for emptying the journal once what it holds
+    /// is indexed.
+    func exclusively<T>(_ body: (Locked) throws -> T) throws -> T {
+        try withLock(LOCK_EX) { try body(Locked(journal: self)) }
+    }
+
+    struct Locked {
+        fileprivate let journal: AuditJournal
+
+        /// Whether the journal ends at `offset` of `generation`: nothing came in after it.
+        func ends(at offset: Int64, generation: UInt64) throws -> Bool {
+            try journal.prepared() == offset && journal.readHeaderGeneration() == generation
+        }
+
+        /// Empties the journal under a new generation, so a reader that remembered an offset in the
+        /// old one starts over instead of skipping records.
+        func empty() throws -> UInt64 {
+            let generation = UInt64.random(in: 1...UInt64.max)
+            guard ftruncate(journal.descriptor, 0) == 0 else {
+                throw AuditJournal.failure(journal.path, "cannot be emptied (\(String(cString: strerror(errno))))")
+            }
+            try journal.write(AuditJournal.header(generation), at: 0)
+            return generation
+        }
+    }
+
+    private func readLocked(from offset: Int64, generation: UInt64?, limit: Int) throws -> Slice {
+        let size = try prepared()
+        let current = try readHeaderGeneration()
+        var position = (generation == current && offset >= Self.headerSize && offset <= size) ? offset : Self.headerSize
+        var entries: [Entry] = []
+        var taken = 0
+        while position < size, taken < limit || entries.isEmpty {
+            guard let (entry, length) = try record(at: position, size: size) else {
+                // A torn record from a killed writer: whatever follows was never acknowledged.
+                _ = ftruncate(descriptor, off_t(position))
+                return Slice(entries: entries, end: position, generation: current, reachedEnd: true)
+            }
+            entries.append(entry)
+            position += Int64(length)
+            taken += length
+        }
+        return Slice(entries: entries, end: position, generation: current, reachedEnd: position >= size)
+    }
+
+    // MARK: Layout
+
+    /// Locked: the file's size, after writing the header into a new or emptied file.
+    private func prepared() throws -> Int64 {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { throw Self.failure(path, "cannot be read") }
+        if info.st_size < Self.headerSize {
+            _ = ftruncate(descriptor, 0)
+            try write(Self.header(UInt64.random(in: 1...UInt64.max)), at: 0)
+            return Self.headerSize
+        }
+        return Int64(info.st_size)
+    }
+
+    private static func header(_ generation: UInt64) -> [UInt8] {
+        var bytes = fileMagic
+        append(generation, to: &bytes)
+        bytes += [0, 0, 0, 0]
+        return bytes
+    }
+
+    private func readHeaderGeneration() throws -> UInt64 {
+        let header = try readBytes(at: 0, count: Int(Self.headerSize))
+        guard Array(header[0..<4]) == Self.fileMagic else {
+            throw Self.failure(path, "is not a Gatehouse audit journal")
+        }
+        var reader = ByteReader(header[4...])
+        return UInt64(bitPattern: reader.int64() ?? 0)
+    }
+
+    /// The last record's seq and hash, nil when the journal holds none. A torn tail is cut back to
+    /// the last whole record first.
+    private func lastRecord(size: Int64) throws -> (seq: Int64, hash: String)? {
+        guard size > Self.headerSize else { return nil }
+        if size >= Self.headerSize + Int64(Self.trailerSize + 8),
+           let tail = try trailer(endingAt: size) {
+            return tail
+        }
+        // Rare: find the last whole record from the start, and drop what follows it, but only in
+        // a file that is a journal.
+        _ = try readHeaderGeneration()
+        var position = Self.headerSize
+        var last: (seq: Int64, hash: String)?
+        while position < size, let (entry, length) = try record(at: position, size: size) {
+            last = (entry.seq, entry.hash)
+            position += Int64(length)
+        }
+        if position < size { _ = ftruncate(descriptor, off_t(position)) }
+        return last
+    }
+
+    /// The record that ends at `end`, checked from both ends without reading its body.
+    private func trailer(endingAt end: Int64) throws -> (seq: Int64, hash: String)? {
+        let bytes = try readBytes(at: end - Int64(Self.trailerSize), count: Self.trailerSize)
+        guard Array(bytes[76..<80]) == Self.trailerMagic else { return nil }
+        var reader = ByteReader(bytes[...])
+        guard let payload = reader.int32(), payload >= 0, payload <= Self.maximumPayload,
+              let seq = reader.int64(), let hash = reader.string(exactly: 64)
+        else { return nil }
+        let start = end - Int64(Self.trailerSize) - Int64(payload) - 8
+        guard start >= Self.headerSize else { return nil }
+        let head = try readBytes(at: start, count: 16)
+        var headReader = ByteReader(head[...])
+        guard Array(head[0..<4]) == Self.recordMagic, headReader.skip(4), headReader.int32() == payload,
+              headReader.int64() == seq
+        else { return nil }
+        return (seq, hash)
+    }
+
+    /// The whole record at `position` and its length, nil if what is there is not one.
+    private func record(at position: Int64, size: Int64) throws -> (Entry, Int)? {
+        guard size - position >= 8 + Int64(Self.trailerSize) else { return nil }
+        let head = try readBytes(at: position, count: 8)
+        var headReader = ByteReader(head[...])
+        guard Array(head[0..<4]) == Self.recordMagic, headReader.skip(4), let payload = headReader.int32(),
+              payload >= 0, payload <= Self.maximumPayload
+        else { return nil }
+        let length = 8 + Int(payload) + Self.trailerSize
+        guard Int64(length) <= size - position else { return nil }
+        let bytes = try readBytes(at: position + 8, count: Int(payload) + Self.trailerSize)
+        var reader = ByteReader(bytes[...])
+        guard let seq = reader.int64(), let time = reader.int64(),
+              let subject = reader.optionalString(), let agent = reader.optionalString(),
+              let session = reader.optionalString(), let connection = reader.optionalString(),
+              let kind = reader.optionalString(),
+              let prevHash = reader.lengthPrefixedString(), let hash = reader.lengthPrefixedString(),
+              let bodyLength = reader.int32(), bodyLength >= 0, let body = reader.bytes(Int(bodyLength)),
+              reader.offset == Int(payload),
+              reader.int32() == payload, reader.int64() == seq, reader.string(exactly: 64) == hash,
+              reader.bytes(4).map(Array.init) == Self.trailerMagic
+        else { return nil }
+        let entry = Entry(
+            seq: seq, timeMillis: time, subject: subject.value, agent: agent.value, session: session.value,
+            connection: connection.value, kind: kind.value, prevHash: prevHash, hash: hash, body: Array(body)
+        )
+        return (entry, length)
+    }
+
+    static func encode(_ entry: Entry, into out: inout [UInt8]) {
+        let start = out.count
+        out += recordMagic
+        out += [0, 0, 0, 0]  // the payload length, filled in below
+        append(entry.seq, to: &out)
+        append(entry.timeMillis, to: &out)
+        for value in [entry.subject, entry.agent, entry.session, entry.connection, entry.kind] {
+            if let value {
+                append(Int32(value.utf8.count), to: &out)
+                out += value.utf8
+            } else {
+                append(Int32(-1), to: &out)
+            }
+        }
+        for text in [entry.prevHash, entry.hash] {
+            append(Int32(text.utf8.count), to: &out)
+            out += text.utf8
+        }
+        append(Int32(entry.body.count), to: &out)
+        out += entry.body
+        let payload = Int32(out.count - start - 8)
+        withUnsafeBytes(of: payload.bigEndian) { length in
+            for index in 0..<4 { out[start + 4 + index] = length[index] }
+        }
+        append(payload, to: &out)
+        append(entry.seq, to: &out)
+        // The hash is 64 hex digits, as `AuditCanonical.hash` makes it.
+        out += entry.hash.utf8.prefix(64)
+        out += trailerMagic
+    }
+
+    private static func append<T: FixedWidthInteger>(_ value: T, to out: inout [UInt8]) {
+        withUnsafeBytes(of: value.bigEndian) { out += $0 }
+    }
+
+    private func readBytes(at offset: Int64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let result = bytes.withUnsafeMutableBytes { buffer in
+                pread(descriptor, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            }
+            if result < 0, errno == EINTR { continue }
+            guard result > 0 else { throw Self.failure(path, "cannot be read") }
+            done += result
+        }
+        return bytes
+    }
+
+    /// `flock` belongs to the open file, which this process's threads share, so it keeps other
+    /// processes out and this lock keeps other threads out.
+    private func withLock<T>(_ operation: Int32, _ body: () throws -> T) throws -> T {
+        threadLock.lock()
+        defer { threadLock.unlock() }
+        while flock(descriptor, operation) != 0 {
+            guard errno == EINTR else { throw Self.failure(path, "cannot be locked (\(String(cString: strerror(errno))))") }
+        }
+        defer { _ = flock(descriptor, LOCK_UN) }
+        return try body()
+    }
+
+    static func failure(_ path: String, _ reason: String) -> GatehouseError {
+        AuditErrors.unavailable(path, "its journal \(reason)")
+    }
+}
+
+/// Bounds-checked big-endian reads: nil instead of a trap on anything short or malformed.
+private struct ByteReader {
+    private let storage: ArraySlice<UInt8>
+    private(set) var offset = 0
+
+    init(_ storage: ArraySlice<UInt8>) {
+        self.storage = storage
+    }
+
+    /// A string that may be absent; `.value` is nil for the absent one.
+    struct MaybeString { var value: String? }
+
+    mutating func skip(_ count: Int) -> Bool {
+        bytes(count) != nil
+    }
+
+    mutating func bytes(_ count: Int) -> ArraySlice<UInt8>? {
+        guard count >= 0, count <= storage.count - offset else { return nil }
+        let start = storage.startIndex + offset
+        offset += count
+        return storage[start..<start + count]
+    }
+
+    mutating func int32() -> Int32? {
+        bytes(4).map { $0.reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }.map { Int32(bitPattern: $0) }
+    }
+
+    mutating func int64() -> Int64? {
+        bytes(8).map { $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } }.map { Int64(bitPattern: $0) }
+    }
+
+    mutating func string(exactly count: Int) -> String? {
+        bytes(count).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    mutating func lengthPrefixedString() -> String? {
+        guard let length = int32(), length >= 0 else { return nil }
+        return string(exactly: Int(length))
+    }
+
+    mutating func optionalString() -> MaybeString? {
+        guard let length = int32() else { return nil }
+        if length == -1 { return MaybeString(value: nil) }
+        guard length >= 0, let text = string(exactly: Int(length)) else { return nil }
+        return MaybeString(value: text)
+    }
+}
