@@ -25,6 +25,18 @@ def gatehouse(*args: str, check: bool = False, **kwargs) -> subprocess.Completed
     return subprocess.run([str(BINARY), *args], capture_output=True, text=True, timeout=60, check=check, **kwargs)
 
 
+def eventually(attempt, accept, timeout: float = 20.0, pause: float = 0.2):
+    """Calls `attempt()` until `accept(result)` holds or `timeout` seconds pass; returns the last
+    result. For states the gateway reaches after a delay it documents (an audit index that has been
+    failing for longer than the busy timeout, and its recovery)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = attempt()
+        if accept(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(pause)
+
+
 class Gateway:
     """A `gatehouse serve` process with its own config and state directory."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import REPO, free_port
+from conftest import REPO, eventually, free_port
 
 API_KEY = "sample-" + secrets.token_hex(16)
 
@@ -343,19 +343,25 @@ def test_audit_store_down_refuses_requests(gateway_factory, sample_api, workdir)
     gw = gateway_factory(http_config(sample_api), env={"SAMPLE_API_KEY": API_KEY})
     headers = {"Authorization": f"Bearer {token(gw)}"}
     assert requests.get(gw.http_url + "/c/config-api/config", headers=headers, timeout=30).status_code == 200
-    # Another process holds the trail's write lock: appends fail after the busy timeout.
+    # Another process holds the write lock of the trail's tables: events still reach the journal,
+    # but once they have waited past the busy timeout to be indexed, requests are refused.
     import sqlite3
 
     holder = sqlite3.connect(str(workdir / "state" / "audit.sqlite"), timeout=1)
     holder.execute("BEGIN IMMEDIATE")
     try:
+        def read():
+            return requests.get(gw.http_url + "/c/config-api/config", headers=headers, timeout=60)
+
+        assert eventually(read, lambda r: r.status_code != 200).status_code == 503
         r = requests.put(gw.http_url + "/c/config-api/config/banner", headers=headers, data='"changed"', timeout=60)
         assert r.status_code == 503
         assert r.headers["Content-Type"] == "application/problem+json"
     finally:
         holder.rollback()
         holder.close()
-    r = requests.get(gw.http_url + "/c/config-api/config/banner", headers=headers, timeout=30)
+    r = eventually(lambda: requests.get(gw.http_url + "/c/config-api/config/banner", headers=headers, timeout=30),
+                   lambda r: r.status_code == 200)
     assert r.json()["value"] == "hello", "the refused PUT never reached the upstream"
 
 
