@@ -22,8 +22,9 @@ import Darwin
 /// torn record at the end; the next append or read finds the last whole record and drops the rest,
 /// which nobody was ever told was recorded.
 ///
-/// Layout: a 16-byte header (`GHJ1`, a random generation that changes whenever the journal is
-/// emptied, 4 zero bytes), then records. A record is `GHR1`, the payload length, the payload (seq,
+/// Layout: a 96-byte header (`GHJ1`, 4 zero bytes, a random generation that changes whenever the
+/// journal is emptied, and the seq and hash of the trail's tail when it was emptied, which the
+/// first append after it chains to), then records. A record is `GHR1`, the payload length, the payload (seq,
 /// time, subject, agent, session, connection, kind, previous hash, hash, body) and an 80-byte
 /// trailer (payload length, seq, hash, `GHRE`), so the tail is found by reading the file's last 80
 /// bytes. Integers are big-endian; strings are length-prefixed, -1 for none.
@@ -51,7 +52,7 @@ final class AuditJournal: @unchecked Sendable {
         var reachedEnd: Bool
     }
 
-    static let headerSize: Int64 = 16
+    static let headerSize: Int64 = 96
     static let trailerSize = 80
     private static let fileMagic: [UInt8] = Array("GHJ1".utf8)
     private static let recordMagic: [UInt8] = Array("GHR1".utf8)
@@ -61,7 +62,7 @@ final class AuditJournal: @unchecked Sendable {
     static let maximumPayload = AuditCanonical.maximumBodyBytes + 64 * 1024
     /// Reads happen in pieces of at most this many bytes, so a long journal never sits in memory
     /// whole.
-    static let readChunk = 4 << 20
+    static let readChunk = 1 << 20
 
     let path: String
     private let descriptor: Int32
@@ -82,26 +83,37 @@ final class AuditJournal: @unchecked Sendable {
 
     // MARK: Appending
 
-    /// Chains `records` after the journal's last record, or after `indexedTail()` when it is empty,
-    /// and writes them in one piece. When this returns they are recorded; when it throws, none is.
-    func append(
-        _ records: [EncodedAuditRecord],
-        maximumBytes: Int64,
-        indexedTail: () throws -> (seq: Int64, hash: String)?
-    ) throws -> [AuditEvent] {
+    /// Creates the journal if there is none, chained to `tail` (the indexed trail's tail).
+    func prepare(tail: () throws -> (seq: Int64, hash: String)?) throws {
         try withLock(LOCK_EX) {
-            let size = try prepared()
+            var info = stat()
+            guard fstat(descriptor, &info) == 0 else { throw Self.failure(path, "cannot be read") }
+            guard info.st_size < Self.headerSize else { return }
+            // Empty (new) or cut inside its header: nothing in it was ever a record.
+            let (seq, hash) = try tail() ?? (0, AuditEvent.genesisHash)
+            try writeHeader(generation: UInt64.random(in: 1...UInt64.max), seq: seq, hash: hash)
+        }
+    }
+
+    /// Chains `records` after the journal's last record (or the tail its header names when it holds
+    /// none) and writes them in one piece. When this returns they are recorded; when it throws,
+    /// none is.
+    func append(_ records: [EncodedAuditRecord], maximumBytes: Int64) throws -> [AuditEvent] {
+        try withLock(LOCK_EX) {
+            let size = try currentSize()
             guard size <= maximumBytes else {
-                throw Self.failure(path, "holds \(size) bytes not yet indexed, over the limit of \(maximumBytes)")
+                throw Self.failure(path, "holds \(size) bytes, over its limit of \(maximumBytes): the index is not keeping up")
             }
-            let tail = try lastRecord(size: size) ?? indexedTail()
-            var seq = tail?.seq ?? 0
-            var previousHash = tail?.hash ?? AuditEvent.genesisHash
+            let tail = try lastRecord(size: size)
+            var seq = tail.seq
+            var previousHash = tail.hash
             var events: [AuditEvent] = []
             events.reserveCapacity(records.count)
             var bytes: [UInt8] = []
             for item in records {
-                seq += 1
+                let (next, overflow) = seq.addingReportingOverflow(1)
+                guard !overflow else { throw Self.failure(path, "has run out of sequence numbers") }
+                seq = next
                 let body = AuditCanonical.bytes(seq: seq, prevHash: previousHash, recordJSON: item.json)
                 guard body.count <= AuditCanonical.maximumBodyBytes else {
                     throw AuditErrors.recordTooLarge(bytes: body.count)
@@ -119,6 +131,7 @@ final class AuditJournal: @unchecked Sendable {
                 events.append(AuditEvent(seq: seq, prevHash: previousHash, hash: hash, record: record))
                 previousHash = hash
             }
+            guard bytes.count <= Int(Int32.max) else { throw AuditErrors.recordTooLarge(bytes: bytes.count) }
             try write(bytes, at: size)
             return events
         }
@@ -166,33 +179,37 @@ final class AuditJournal: @unchecked Sendable {
     struct Locked {
         fileprivate let journal: AuditJournal
 
-        /// Whether the journal ends at `offset` of `generation`: nothing came in after it.
-        func ends(at offset: Int64, generation: UInt64) throws -> Bool {
-            try journal.prepared() == offset && journal.readHeaderGeneration() == generation
+        /// What came in after `offset` of `generation` (everything, if it is another generation).
+        func read(from offset: Int64, generation: UInt64?) throws -> Slice {
+            try journal.readLocked(from: offset, generation: generation, limit: .max)
         }
 
-        /// Empties the journal under a new generation, so a reader that remembered an offset in the
-        /// old one starts over instead of skipping records.
+        /// Empties the journal, all of whose records are indexed, under a new generation (so a
+        /// reader that remembered an offset in the old one starts over instead of skipping
+        /// records), chained to its last record. The new header is written over the old one before
+        /// the file is cut, so a kill in between leaves a header and bytes that no longer parse,
+        /// which the next reader drops: never a journal without its tail.
         func empty() throws -> UInt64 {
+            let size = try journal.currentSize()
+            let tail = try journal.lastRecord(size: size)
             let generation = UInt64.random(in: 1...UInt64.max)
-            guard ftruncate(journal.descriptor, 0) == 0 else {
+            try journal.writeHeader(generation: generation, seq: tail.seq, hash: tail.hash)
+            guard ftruncate(journal.descriptor, off_t(AuditJournal.headerSize)) == 0 else {
                 throw AuditJournal.failure(journal.path, "cannot be emptied (\(String(cString: strerror(errno))))")
             }
-            try journal.write(AuditJournal.header(generation), at: 0)
             return generation
         }
     }
 
     private func readLocked(from offset: Int64, generation: UInt64?, limit: Int) throws -> Slice {
-        let size = try prepared()
-        let current = try readHeaderGeneration()
+        let size = try currentSize()
+        let current = try readHeader().generation
         var position = (generation == current && offset >= Self.headerSize && offset <= size) ? offset : Self.headerSize
         var entries: [Entry] = []
         var taken = 0
         while position < size, taken < limit || entries.isEmpty {
             guard let (entry, length) = try record(at: position, size: size) else {
-                // A torn record from a killed writer: whatever follows was never acknowledged.
-                _ = ftruncate(descriptor, off_t(position))
+                try dropTornTail(at: position, size: size)
                 return Slice(entries: entries, end: position, generation: current, reachedEnd: true)
             }
             entries.append(entry)
@@ -204,71 +221,87 @@ final class AuditJournal: @unchecked Sendable {
 
     // MARK: Layout
 
-    /// Locked: the file's size, after writing the header into a new or emptied file.
-    private func prepared() throws -> Int64 {
+    /// Locked: the file's size; a journal must have its header.
+    private func currentSize() throws -> Int64 {
         var info = stat()
         guard fstat(descriptor, &info) == 0 else { throw Self.failure(path, "cannot be read") }
-        if info.st_size < Self.headerSize {
-            _ = ftruncate(descriptor, 0)
-            try write(Self.header(UInt64.random(in: 1...UInt64.max)), at: 0)
-            return Self.headerSize
-        }
+        guard info.st_size >= Self.headerSize else { throw Self.failure(path, "has lost its header") }
         return Int64(info.st_size)
     }
 
-    private static func header(_ generation: UInt64) -> [UInt8] {
-        var bytes = fileMagic
-        append(generation, to: &bytes)
+    private func writeHeader(generation: UInt64, seq: Int64, hash: String) throws {
+        var bytes = Self.fileMagic
         bytes += [0, 0, 0, 0]
-        return bytes
+        Self.append(generation, to: &bytes)
+        Self.append(seq, to: &bytes)
+        bytes += Self.hashBytes(hash)
+        bytes += [UInt8](repeating: 0, count: Int(Self.headerSize) - bytes.count)
+        try write(bytes, at: 0)
     }
 
-    private func readHeaderGeneration() throws -> UInt64 {
+    /// The chain tail a hash in the header or a trailer stands for: always 64 bytes.
+    private static func hashBytes(_ hash: String) -> [UInt8] {
+        let bytes = Array(hash.utf8.prefix(64))
+        return bytes + [UInt8](repeating: UInt8(ascii: "0"), count: 64 - bytes.count)
+    }
+
+    private func readHeader() throws -> (generation: UInt64, seq: Int64, hash: String) {
         let header = try readBytes(at: 0, count: Int(Self.headerSize))
-        guard Array(header[0..<4]) == Self.fileMagic else {
+        var reader = ByteReader(header[...])
+        guard reader.bytes(4).map(Array.init) == Self.fileMagic, reader.skip(4),
+              let generation = reader.int64(), let seq = reader.int64(), seq >= 0,
+              let hash = reader.string(exactly: 64)
+        else {
             throw Self.failure(path, "is not a Gatehouse audit journal")
         }
-        var reader = ByteReader(header[4...])
-        return UInt64(bitPattern: reader.int64() ?? 0)
+        return (UInt64(bitPattern: generation), seq, hash)
     }
 
-    /// The last record's seq and hash, nil when the journal holds none. A torn tail is cut back to
-    /// the last whole record first.
-    private func lastRecord(size: Int64) throws -> (seq: Int64, hash: String)? {
-        guard size > Self.headerSize else { return nil }
-        if size >= Self.headerSize + Int64(Self.trailerSize + 8),
-           let tail = try trailer(endingAt: size) {
-            return tail
+    /// The chain tail: the last record's seq and hash, or the header's when there is none. A torn
+    /// tail is cut back to the last whole record first.
+    private func lastRecord(size: Int64) throws -> (seq: Int64, hash: String) {
+        if size > Self.headerSize, let tail = try lastWholeRecord(endingAt: size) {
+            return (tail.seq, tail.hash)
         }
-        // Rare: find the last whole record from the start, and drop what follows it, but only in
-        // a file that is a journal.
-        _ = try readHeaderGeneration()
+        // Rare: no whole record at the end. Find the last one from the start; what follows it is
+        // a torn write, which is dropped.
+        let header = try readHeader()
+        var last = (seq: header.seq, hash: header.hash)
         var position = Self.headerSize
-        var last: (seq: Int64, hash: String)?
         while position < size, let (entry, length) = try record(at: position, size: size) {
             last = (entry.seq, entry.hash)
             position += Int64(length)
         }
-        if position < size { _ = ftruncate(descriptor, off_t(position)) }
+        try dropTornTail(at: position, size: size)
         return last
     }
 
-    /// The record that ends at `end`, checked from both ends without reading its body.
-    private func trailer(endingAt end: Int64) throws -> (seq: Int64, hash: String)? {
+    /// The record that ends at `end`, found from its trailer and then parsed whole.
+    private func lastWholeRecord(endingAt end: Int64) throws -> Entry? {
+        guard end >= Self.headerSize + Int64(Self.trailerSize + 8) else { return nil }
         let bytes = try readBytes(at: end - Int64(Self.trailerSize), count: Self.trailerSize)
         guard Array(bytes[76..<80]) == Self.trailerMagic else { return nil }
         var reader = ByteReader(bytes[...])
-        guard let payload = reader.int32(), payload >= 0, payload <= Self.maximumPayload,
-              let seq = reader.int64(), let hash = reader.string(exactly: 64)
-        else { return nil }
+        guard let payload = reader.int32(), payload >= 0, payload <= Self.maximumPayload else { return nil }
         let start = end - Int64(Self.trailerSize) - Int64(payload) - 8
-        guard start >= Self.headerSize else { return nil }
-        let head = try readBytes(at: start, count: 16)
-        var headReader = ByteReader(head[...])
-        guard Array(head[0..<4]) == Self.recordMagic, headReader.skip(4), headReader.int32() == payload,
-              headReader.int64() == seq
+        guard start >= Self.headerSize, let (entry, length) = try record(at: start, size: end),
+              start + Int64(length) == end
         else { return nil }
-        return (seq, hash)
+        return entry
+    }
+
+    /// Bytes from `position` to the end that are not a record. After a write cut short by a kill
+    /// that is a torn record, never acknowledged, and it is dropped. If a whole record still
+    /// follows them, they are damage in the middle of the journal instead: cutting there would
+    /// drop acknowledged records, so the journal is refused (fail closed) until someone looks.
+    private func dropTornTail(at position: Int64, size: Int64) throws {
+        guard position < size else { return }
+        if try lastWholeRecord(endingAt: size) != nil {
+            throw Self.failure(path, "is damaged at byte \(position), before records that are whole; it needs inspection")
+        }
+        guard ftruncate(descriptor, off_t(position)) == 0 else {
+            throw Self.failure(path, "cannot drop a torn record (\(String(cString: strerror(errno))))")
+        }
     }
 
     /// The whole record at `position` and its length, nil if what is there is not one.
@@ -283,7 +316,7 @@ final class AuditJournal: @unchecked Sendable {
         guard Int64(length) <= size - position else { return nil }
         let bytes = try readBytes(at: position + 8, count: Int(payload) + Self.trailerSize)
         var reader = ByteReader(bytes[...])
-        guard let seq = reader.int64(), let time = reader.int64(),
+        guard let seq = reader.int64(), seq > 0, let time = reader.int64(),
               let subject = reader.optionalString(), let agent = reader.optionalString(),
               let session = reader.optionalString(), let connection = reader.optionalString(),
               let kind = reader.optionalString(),
@@ -327,7 +360,7 @@ final class AuditJournal: @unchecked Sendable {
         append(payload, to: &out)
         append(entry.seq, to: &out)
         // The hash is 64 hex digits, as `AuditCanonical.hash` makes it.
-        out += entry.hash.utf8.prefix(64)
+        out += hashBytes(entry.hash)
         out += trailerMagic
     }
 

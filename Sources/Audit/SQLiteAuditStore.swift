@@ -31,7 +31,10 @@ import Darwin
 /// deleting the newest checkpoint row, or the events at the end of the trail along with it, cannot go
 /// unnoticed by `verify`.
 public final class SQLiteAuditStore: AuditStore {
-    public static let schemaVersion: Int64 = 1
+    /// 2: events are appended to the journal and only indexed into the table. A binary that knows
+    /// only version 1 would write the table directly, behind the journal's back, so it must not
+    /// open the store.
+    public static let schemaVersion: Int64 = 2
 
     public let path: String
     public let headPath: String
@@ -42,6 +45,7 @@ public final class SQLiteAuditStore: AuditStore {
     private let journal: AuditJournal
     /// How long an event may wait to be indexed before appends are refused.
     private let maximumIndexLag: Duration
+    private let busyTimeoutMillis: Int64
     private let indexing = Locked(IndexState())
     /// One indexing pass at a time in this process (the scheduled one, a checkpoint's, a reader's).
     private let indexLock = NSLock()
@@ -72,6 +76,8 @@ public final class SQLiteAuditStore: AuditStore {
         self.node = options.node
         self.durability = options.durability
         self.maximumIndexLag = options.busyTimeout
+        let busy = options.busyTimeout.components
+        self.busyTimeoutMillis = max(0, busy.seconds * 1000 + busy.attoseconds / 1_000_000_000_000_000)
 
         try Self.prepareFile(options.path)
         var configuration = Configuration()
@@ -93,6 +99,15 @@ public final class SQLiteAuditStore: AuditStore {
             throw AuditErrors.unavailable(options.path, Self.reason(error))
         }
         journal = try AuditJournal(path: options.path + ".journal", syncEachAppend: options.durability == .fsync)
+        // A new journal continues the trail the table holds.
+        let pool = self.pool
+        try journal.prepare {
+            do {
+                return try pool.read { db in try Self.tail(db) }
+            } catch {
+                throw AuditErrors.unavailable(options.path, Self.reason(error))
+            }
+        }
         // What a process killed before its indexer ran left in the journal.
         indexScheduled()
     }
@@ -108,7 +123,7 @@ public final class SQLiteAuditStore: AuditStore {
         if let stalled = indexingStalled() {
             throw AuditErrors.unavailable(path, stalled)
         }
-        let events = try journal.append(records, maximumBytes: Self.journalLimit) { try indexedTail() }
+        let events = try journal.append(records, maximumBytes: Self.journalLimit)
         let schedule = indexing.withLock { state -> Bool in
             state.appended += 1
             if state.waitingSince == nil { state.waitingSince = .now }
@@ -171,17 +186,14 @@ public final class SQLiteAuditStore: AuditStore {
         }
         try indexToEnd()
         if empty || position > Self.emptyJournalAbove {
-            // Emptied only while nothing unindexed is in it, so the lock that stops appenders is
-            // never held across a SQLite write (which may wait out the busy timeout).
-            for _ in 0..<8 {
-                let emptied = try journal.exclusively { locked -> Bool in
-                    guard let known = generation, try locked.ends(at: position, generation: known) else { return false }
-                    generation = try locked.empty()
-                    position = AuditJournal.headerSize
-                    return true
-                }
-                if emptied { break }
-                try indexToEnd()
+            // What came in since the last read is indexed under the journal's lock, then it is
+            // emptied. That insert does not wait for another process holding the table (it would
+            // keep every appender waiting): then the journal is emptied on a later pass.
+            try journal.exclusively { locked in
+                let rest = try locked.read(from: position, generation: generation)
+                guard (try? insert(rest.entries, waitForLock: false)) != nil else { return }
+                generation = try locked.empty()
+                position = AuditJournal.headerSize
             }
         }
         indexing.withLock { state in
@@ -192,37 +204,44 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
-    private func insert(_ entries: [AuditJournal.Entry]) throws {
+    /// Inserts the entries the table does not hold yet. Another process's indexer may have copied
+    /// some already: those must be the same events, and the first new one must continue the
+    /// table's chain; anything else (a fork) stops indexing, so appends are soon refused, rather
+    /// than dropping an acknowledged event.
+    private func insert(_ entries: [AuditJournal.Entry], waitForLock: Bool = true) throws {
         guard !entries.isEmpty else { return }
         do {
             try pool.writeWithoutTransaction { db in
+                if !waitForLock { try db.execute(sql: "PRAGMA busy_timeout = 0") }
+                defer { if !waitForLock { try? db.execute(sql: "PRAGMA busy_timeout = \(busyTimeoutMillis)") } }
                 try Self.immediateTransaction(db) {
-                    // Another process's indexer may have copied some of them already.
-                    let newest = try Int64.fetchOne(db.cachedStatement(sql: "SELECT max(seq) FROM events")) ?? 0
+                    var tail = try Self.tail(db) ?? (0, AuditEvent.genesisHash)
                     let insert = try db.cachedStatement(sql: """
                         INSERT INTO events (seq, time_ms, subject, agent, session, connection, kind, body, prev_hash, hash)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """)
-                    for entry in entries where entry.seq > newest {
+                    for entry in entries {
+                        if entry.seq <= tail.seq {
+                            let stored = try String.fetchOne(
+                                db.cachedStatement(sql: "SELECT hash FROM events WHERE seq = ?"), arguments: [entry.seq])
+                            guard stored == entry.hash else {
+                                throw AuditErrors.unavailable(path, "its journal's event \(entry.seq) differs from the trail's")
+                            }
+                            continue
+                        }
+                        guard entry.seq == tail.seq + 1, entry.prevHash == tail.hash else {
+                            throw AuditErrors.unavailable(path, "its journal does not continue the trail at event \(entry.seq)")
+                        }
                         try insert.execute(arguments: [
                             entry.seq, entry.timeMillis, entry.subject, entry.agent, entry.session, entry.connection,
                             entry.kind, String(decoding: entry.body, as: UTF8.self), entry.prevHash, entry.hash,
                         ])
+                        tail = (entry.seq, entry.hash)
                     }
                 }
             }
         } catch let error as GatehouseError {
             throw error
-        } catch {
-            throw AuditErrors.unavailable(path, Self.reason(error))
-        }
-    }
-
-    /// The indexed trail's tail, for an append to an empty journal: the journal is emptied only
-    /// once everything in it is in the table.
-    private func indexedTail() throws -> (seq: Int64, hash: String)? {
-        do {
-            return try pool.read { db in try Self.tail(db) }
         } catch {
             throw AuditErrors.unavailable(path, Self.reason(error))
         }
@@ -438,6 +457,10 @@ public final class SQLiteAuditStore: AuditStore {
             if let found {
                 guard found <= schemaVersion else {
                     throw AuditErrors.schema(path, found: found, supported: schemaVersion)
+                }
+                if found < schemaVersion {
+                    // Version 1 has the same tables; the new number keeps older binaries out.
+                    try db.execute(sql: "INSERT INTO schema_version (version) VALUES (?)", arguments: [schemaVersion])
                 }
                 return .commit
             }

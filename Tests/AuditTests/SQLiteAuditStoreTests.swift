@@ -35,7 +35,7 @@ struct SQLiteAuditStoreTests {
         try await store.close()
         let queue = try DatabaseQueue(path: harness.path)
         #expect(try await queue.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") } == "wal")
-        #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT version FROM schema_version") } == 1)
+        #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT max(version) FROM schema_version") } == 2)
         try queue.close()
     }
 
@@ -140,6 +140,61 @@ struct SQLiteAuditStoreTests {
         try await first.close()
         try await second.close()
         #expect(try await Fixture.verify(harness, with: signer.verifier).isIntact)
+    }
+
+    /// Damage before whole records is not a torn write: cutting there would drop acknowledged
+    /// events, so the journal is refused instead and left as it is.
+    @Test func damageInTheMiddleOfTheJournalIsRefusedNotCut() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let store = try SQLiteAuditStore(options: harness.options())
+        _ = try store.append([Fixture.record(1), Fixture.record(2), Fixture.record(3)])
+        let journalPath = harness.path + ".journal"
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: journalPath)))
+        let size = bytes.count
+        bytes[Int(AuditJournal.headerSize) + 2] ^= 0xFF  // inside the first record's magic
+        try Data(bytes).write(to: URL(fileURLWithPath: journalPath))
+        let other = try SQLiteAuditStore(options: harness.options())
+        let error = #expect(throws: GatehouseError.self) { try other.indexNow() }
+        #expect(error?.message.contains("damaged") == true)
+        #expect(try FileManager.default.attributesOfItem(atPath: journalPath)[.size] as? Int == size)
+        try? await other.close()
+        try? await store.close()
+    }
+
+    /// An event written into the table behind the journal's back (say by an older binary) with
+    /// the same sequence number as a journal event is a fork: indexing stops instead of dropping
+    /// the acknowledged journal event.
+    @Test func aForkBetweenTheJournalAndTheTableStopsIndexing() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let store = try SQLiteAuditStore(options: harness.options())
+        _ = try store.append([Fixture.record(1), Fixture.record(2)])
+        try store.indexNow()
+        let third = try store.append([Fixture.record(3)])
+        try await harness.tamper("""
+            INSERT INTO events (seq, time_ms, subject, agent, session, connection, kind, body, prev_hash, hash)
+            SELECT 3, time_ms, subject, agent, session, connection, kind, body, hash, 'forged' FROM events WHERE seq = 2
+            """)
+        let error = #expect(throws: GatehouseError.self) { try store.indexNow() }
+        #expect(error?.message.contains("event 3 differs") == true)
+        #expect(third.first?.seq == 3)
+        try? await store.close()
+    }
+
+    @Test func aVersionOneStoreIsUpgradedAndKeptFromOlderBinaries() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let store = try SQLiteAuditStore(options: harness.options())
+        _ = try store.append([Fixture.record(1)])
+        try await store.close()
+        try await harness.tamper("UPDATE schema_version SET version = 1")
+        let reopened = try SQLiteAuditStore(options: harness.options())
+        #expect(try reopened.append([Fixture.record(2)]).first?.seq == 2)
+        try await reopened.close()
+        let queue = try DatabaseQueue(path: harness.path)
+        #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT max(version) FROM schema_version") } == 2)
+        try queue.close()
     }
 
     @Test func somethingElseInTheJournalsPlaceIsRefused() async throws {
