@@ -124,16 +124,7 @@ public final class SQLiteAuditStore: AuditStore {
             throw AuditErrors.unavailable(path, stalled)
         }
         let events = try journal.append(records, maximumBytes: Self.journalLimit)
-        let schedule = indexing.withLock { state -> Bool in
-            state.appended += 1
-            if state.waitingSince == nil { state.waitingSince = .now }
-            guard !state.scheduled else { return false }
-            state.scheduled = true
-            return true
-        }
-        if schedule {
-            indexQueue.asyncAfter(deadline: .now() + Self.indexDelay) { self.indexScheduled() }
-        }
+        scheduleIndexing(after: Self.indexDelay) { $0.appended += 1 }
         return events
     }
 
@@ -153,16 +144,22 @@ public final class SQLiteAuditStore: AuditStore {
         do {
             try indexNow()
         } catch {
-            let retry = indexing.withLock { state -> Bool in
-                state.lastFailure = Self.reason(error)
-                if state.waitingSince == nil { state.waitingSince = .now }
-                guard !state.scheduled else { return false }
-                state.scheduled = true
-                return true
-            }
-            if retry {
-                indexQueue.asyncAfter(deadline: .now() + Self.indexRetryDelay) { self.indexScheduled() }
-            }
+            scheduleIndexing(after: Self.indexRetryDelay) { $0.lastFailure = Self.reason(error) }
+        }
+    }
+
+    /// Notes that something waits to be indexed and runs the indexer after `delay`, unless a run
+    /// is already scheduled.
+    private func scheduleIndexing(after delay: DispatchTimeInterval, _ update: (inout IndexState) -> Void) {
+        let schedule = indexing.withLock { state -> Bool in
+            update(&state)
+            if state.waitingSince == nil { state.waitingSince = .now }
+            guard !state.scheduled else { return false }
+            state.scheduled = true
+            return true
+        }
+        if schedule {
+            indexQueue.asyncAfter(deadline: .now() + delay) { self.indexScheduled() }
         }
     }
 
@@ -575,6 +572,9 @@ public final class SQLiteAuditStore: AuditStore {
     }
 
     private static func reason(_ error: any Error) -> String {
+        if let error = error as? GatehouseError {
+            return error.message
+        }
         if let error = error as? DatabaseError {
             return error.message ?? "SQLite error \(error.resultCode.rawValue)"
         }

@@ -16,26 +16,9 @@ import Glibc
 enum RecordingRelay {
     static func run(port: Int, upstreamHost: String, upstreamPort: Int, journalPath: String) async throws {
         let journal = try Journal(path: journalPath)
-        let group = MultiThreadedEventLoopGroup.singleton
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(ChannelOptions.backlog, value: 256)
-            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { client in
-                ClientBootstrap(group: client.eventLoop)
-                    .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                    .connect(host: upstreamHost, port: upstreamPort)
-                    .flatMap { upstream in
-                        let (toUpstream, toClient) = Glue.pair()
-                        return client.pipeline.addHandlers([RecordBeforeForwarding(journal: journal), toUpstream]).flatMap {
-                            upstream.pipeline.addHandler(toClient)
-                        }
-                    }
-            }
-            .bind(host: "127.0.0.1", port: port)
-            .get()
-        FileHandle.standardOutput.write(Data("ready\n".utf8))
-        try await server.closeFuture.get()
+        try await TCPRelay.run(port: port, upstreamHost: upstreamHost, upstreamPort: upstreamPort) {
+            [RecordBeforeForwarding(journal: journal)]
+        }
     }
 }
 

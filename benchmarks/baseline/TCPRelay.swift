@@ -5,7 +5,11 @@ import NIOPosix
 /// Each accepted connection gets its own upstream connection; bytes are passed on as they come,
 /// and a side that cannot keep up stops reading on the other.
 enum TCPRelay {
-    static func run(port: Int, upstreamHost: String, upstreamPort: Int) async throws {
+    /// `front` makes handlers that see the client's bytes before they are relayed.
+    static func run(
+        port: Int, upstreamHost: String, upstreamPort: Int,
+        front: @escaping @Sendable () -> [any ChannelHandler & Sendable] = { [] }
+    ) async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
@@ -17,7 +21,7 @@ enum TCPRelay {
                     .connect(host: upstreamHost, port: upstreamPort)
                     .flatMap { upstream in
                         let (toUpstream, toClient) = Glue.pair()
-                        return client.pipeline.addHandler(toUpstream).flatMap {
+                        return client.pipeline.addHandlers(front() + [toUpstream]).flatMap {
                             upstream.pipeline.addHandler(toClient)
                         }
                     }
