@@ -11,11 +11,11 @@ import Metrics
 ///   loop for a statement's request event when the store's appends are quick, so a statement costs
 ///   no thread hop at all before it is forwarded.
 /// - `append` (async): queued for the writer thread, which stores everything queued so far in one
-///   transaction (group commit: batches grow with load, without a timer).
+///   append (group commit: batches grow with load, without a timer).
 /// - `appendEventually`: queued without waiting, stored with the next write or within
 ///   `flushDelay`. For events nothing waits on (a statement's result, a disconnect); they can be
 ///   lost only if the process dies inside that window, and the statement's request event, which is
-///   always committed before the statement runs, is never among them.
+///   always recorded before the statement runs, is never among them.
 ///
 /// Every write takes whatever is queued first, so events are chained in the order they were
 /// appended, whichever path they took.

@@ -13,11 +13,12 @@ import Darwin
 /// implementation must pass the same conformance suite, so nothing here may assume a particular
 /// database.
 public protocol AuditStore: Sendable {
-    /// Appends `records` in one transaction and returns them as sequenced, chained events, in order.
+    /// Appends `records` together and returns them as sequenced, chained events, in order.
     ///
-    /// The chain tail is read inside the write transaction, so another process appending to the same
-    /// trail (the CLI, a second gateway) can never fork the chain. Either every record is stored and
-    /// durable when this returns, or none is and it throws: callers deny the request (fail closed).
+    /// The chain tail is read under the same lock as the write, so another process appending to
+    /// the same trail (the CLI, a second gateway) can never fork the chain. Either every record is
+    /// stored and durable when this returns, or none is and it throws: callers deny the request
+    /// (fail closed).
     ///
     /// Blocking: `AuditLog` calls it on its writer thread, or on the requesting thread (an event
     /// loop) when `appendsAreQuick`, which saves two thread hops per statement.

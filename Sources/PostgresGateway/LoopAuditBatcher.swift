@@ -4,11 +4,11 @@ import GatehouseCore
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Statement events of every session on one event loop, committed together once per loop tick.
+/// Statement events of every session on one event loop, recorded together once per loop tick.
 ///
 /// Statements that arrive in one wake-up of the loop (several clients, or a pipelining client) share
-/// one audit transaction, written on the loop itself right after its reads: group commit without a
-/// thread hop. Each statement is still forwarded only after its own event is committed. Used only on
+/// one append to the trail, written on the loop itself right after its reads: group commit without a
+/// thread hop. Each statement is still forwarded only after its own event is recorded. Used only on
 /// its event loop.
 final class LoopAuditBatcher {
     typealias Completion = (Result<AuditEvent, any Error>) -> Void
