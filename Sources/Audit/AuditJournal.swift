@@ -68,6 +68,11 @@ final class AuditJournal: @unchecked Sendable {
     private let descriptor: Int32
     private let syncEachAppend: Bool
     private let threadLock = NSLock()
+    /// Where this process's last append ended and what it ended with (touched under the locks).
+    /// While the journal still ends there in the same generation, nobody appended after it (an
+    /// append would have moved the end; emptying changes the generation; dropping a torn record
+    /// only cuts back to a whole one), so its tail needs no reading back.
+    private var lastWritten: (end: Int64, generation: UInt64, seq: Int64, hash: String)?
 
     init(path: String, syncEachAppend: Bool) throws {
         self.path = path
@@ -104,7 +109,13 @@ final class AuditJournal: @unchecked Sendable {
             guard size <= maximumBytes else {
                 throw Self.failure(path, "holds \(size) bytes, over its limit of \(maximumBytes): the index is not keeping up")
             }
-            let tail = try lastRecord(size: size)
+            let generation = try readGeneration()
+            let tail: (seq: Int64, hash: String)
+            if let known = lastWritten, known.end == size, known.generation == generation {
+                tail = (known.seq, known.hash)
+            } else {
+                tail = try lastRecord(size: size)
+            }
             var seq = tail.seq
             var previousHash = tail.hash
             var events: [AuditEvent] = []
@@ -132,7 +143,11 @@ final class AuditJournal: @unchecked Sendable {
                 previousHash = hash
             }
             guard bytes.count <= Int(Int32.max) else { throw AuditErrors.recordTooLarge(bytes: bytes.count) }
+            lastWritten = nil
             try write(bytes, at: size)
+            if let last = events.last {
+                lastWritten = (size + Int64(bytes.count), generation, last.seq, last.hash)
+            }
             return events
         }
     }
@@ -243,6 +258,11 @@ final class AuditJournal: @unchecked Sendable {
     private static func hashBytes(_ hash: String) -> [UInt8] {
         let bytes = Array(hash.utf8.prefix(64))
         return bytes + [UInt8](repeating: UInt8(ascii: "0"), count: 64 - bytes.count)
+    }
+
+    private func readGeneration() throws -> UInt64 {
+        let bytes = try readBytes(at: 8, count: 8)
+        return bytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
     }
 
     private func readHeader() throws -> (generation: UInt64, seq: Int64, hash: String) {
