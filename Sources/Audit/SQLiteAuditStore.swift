@@ -149,6 +149,17 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
+    /// Indexes on the indexer's queue, not on the caller's (cooperative) thread. Best effort: a
+    /// reader that cannot write (a read-only copy) still reads what is indexed.
+    private func indexBeforeReading() async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            indexQueue.async {
+                try? self.indexNow()
+                done.resume()
+            }
+        }
+    }
+
     /// Notes that something waits to be indexed and runs the indexer after `delay`, unless a run
     /// is already scheduled.
     private func scheduleIndexing(after delay: DispatchTimeInterval, _ update: (inout IndexState) -> Void) {
@@ -320,8 +331,7 @@ public final class SQLiteAuditStore: AuditStore {
 
     public func events(_ query: AuditQuery) async throws -> [AuditEvent] {
         try checkOpen()
-        // Best effort: a reader that cannot write (a read-only copy) still reads what is indexed.
-        try? indexNow()
+        await indexBeforeReading()
         var conditions: [String] = []
         var arguments: StatementArguments = []
         if let since = query.since {
@@ -376,7 +386,7 @@ public final class SQLiteAuditStore: AuditStore {
 
     public func verify(verifier: AuditSignatureVerifier) async throws -> AuditVerification {
         try checkOpen()
-        try? indexNow()
+        await indexBeforeReading()
         // Read before the snapshot opens: the head is written after its checkpoint commits, so the
         // snapshot holds at least the checkpoint the head names.
         let head = try readHead()
