@@ -67,6 +67,8 @@ final class AuditJournal: @unchecked Sendable {
     let path: String
     private let descriptor: Int32
     private let syncEachAppend: Bool
+    /// How long to wait for another process holding the journal (like SQLite's busy timeout).
+    private let lockTimeout: Duration
     private let threadLock = NSLock()
     /// Where this process's last append ended and what it ended with (touched under the locks).
     /// While the journal still ends there in the same generation, nobody appended after it (an
@@ -74,9 +76,10 @@ final class AuditJournal: @unchecked Sendable {
     /// only cuts back to a whole one), so its tail needs no reading back.
     private var lastWritten: (end: Int64, generation: UInt64, seq: Int64, hash: String)?
 
-    init(path: String, syncEachAppend: Bool) throws {
+    init(path: String, syncEachAppend: Bool, lockTimeout: Duration) throws {
         self.path = path
         self.syncEachAppend = syncEachAppend
+        self.lockTimeout = lockTimeout
         let opened = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard opened >= 0 else { throw Self.failure(path, "cannot be opened") }
         descriptor = opened
@@ -88,15 +91,21 @@ final class AuditJournal: @unchecked Sendable {
 
     // MARK: Appending
 
-    /// Creates the journal if there is none, chained to `tail` (the indexed trail's tail).
+    /// Creates the journal if there is none, chained to `tail` (the indexed trail's tail). A
+    /// journal without records whose header is behind the table (its newest records lost with the
+    /// page cache in a power loss, while the table kept them) is moved up to the table's tail, so
+    /// appends do not reuse sequence numbers the table holds.
     func prepare(tail: () throws -> (seq: Int64, hash: String)?) throws {
         try withLock(LOCK_EX) {
             var info = stat()
             guard fstat(descriptor, &info) == 0 else { throw Self.failure(path, "cannot be read") }
-            guard info.st_size < Self.headerSize else { return }
-            // Empty (new) or cut inside its header: nothing in it was ever a record.
-            let (seq, hash) = try tail() ?? (0, AuditEvent.genesisHash)
-            try writeHeader(generation: UInt64.random(in: 1...UInt64.max), seq: seq, hash: hash)
+            if info.st_size < Self.headerSize {
+                // Empty (new) or cut inside its header: nothing in it was ever a record.
+                let (seq, hash) = try tail() ?? (0, AuditEvent.genesisHash)
+                try writeHeader(generation: UInt64.random(in: 1...UInt64.max), seq: seq, hash: hash)
+            } else if info.st_size == Self.headerSize, let table = try tail(), table.seq > (try readHeader().seq) {
+                try writeHeader(generation: UInt64.random(in: 1...UInt64.max), seq: table.seq, hash: table.hash)
+            }
         }
     }
 
@@ -131,6 +140,7 @@ final class AuditJournal: @unchecked Sendable {
                 }
                 let hash = AuditCanonical.hash(of: body)
                 let record = item.record
+                let start = bytes.count
                 Self.encode(
                     Entry(
                         seq: seq, timeMillis: record.timeMillis, subject: record.principal?.subject,
@@ -139,6 +149,10 @@ final class AuditJournal: @unchecked Sendable {
                     ),
                     into: &bytes
                 )
+                // What a reader would refuse as damage must never be acknowledged.
+                guard bytes.count - start - 8 - Self.trailerSize <= Self.maximumPayload else {
+                    throw AuditErrors.recordTooLarge(bytes: bytes.count - start)
+                }
                 events.append(AuditEvent(seq: seq, prevHash: previousHash, hash: hash, record: record))
                 previousHash = hash
             }
@@ -152,7 +166,9 @@ final class AuditJournal: @unchecked Sendable {
         }
     }
 
-    private func write(_ bytes: [UInt8], at offset: Int64) throws {
+    /// Writes at `offset`; on failure cuts the file back to `offset`, so no half-written record
+    /// stays (not for the header, whose loss would stop every appender).
+    private func write(_ bytes: [UInt8], at offset: Int64, cutOnFailure: Bool = true) throws {
         var written = 0
         let failure: String? = bytes.withUnsafeBytes { buffer in
             while written < buffer.count {
@@ -167,12 +183,12 @@ final class AuditJournal: @unchecked Sendable {
         }
         if let failure {
             // Nobody is told these events were recorded, so none of them may stay half written.
-            _ = ftruncate(descriptor, off_t(offset))
+            if cutOnFailure { _ = ftruncate(descriptor, off_t(offset)) }
             throw Self.failure(path, "cannot be written (\(failure))")
         }
         if syncEachAppend, fdatasync(descriptor) != 0 {
             let reason = String(cString: strerror(errno))
-            _ = ftruncate(descriptor, off_t(offset))
+            if cutOnFailure { _ = ftruncate(descriptor, off_t(offset)) }
             throw Self.failure(path, "cannot be synced (\(reason))")
         }
     }
@@ -202,8 +218,8 @@ final class AuditJournal: @unchecked Sendable {
         /// Empties the journal, all of whose records are indexed, under a new generation (so a
         /// reader that remembered an offset in the old one starts over instead of skipping
         /// records), chained to its last record. The new header is written over the old one before
-        /// the file is cut, so a kill in between leaves a header and bytes that no longer parse,
-        /// which the next reader drops: never a journal without its tail.
+        /// the file is cut, so a kill in between leaves a journal that still has a header: the old
+        /// records after it are the table's already (same hashes), and are skipped again.
         func empty() throws -> UInt64 {
             let size = try journal.currentSize()
             let tail = try journal.lastRecord(size: size)
@@ -251,7 +267,7 @@ final class AuditJournal: @unchecked Sendable {
         Self.append(seq, to: &bytes)
         bytes += Self.hashBytes(hash)
         bytes += [UInt8](repeating: 0, count: Int(Self.headerSize) - bytes.count)
-        try write(bytes, at: 0)
+        try write(bytes, at: 0, cutOnFailure: false)
     }
 
     /// The chain tail a hash in the header or a trailer stands for: always 64 bytes.
@@ -403,12 +419,25 @@ final class AuditJournal: @unchecked Sendable {
     }
 
     /// `flock` belongs to the open file, which this process's threads share, so it keeps other
-    /// processes out and this lock keeps other threads out.
+    /// processes out and this lock keeps other threads out. Another process holding the journal
+    /// (a stopped CLI) is waited for up to `lockTimeout`, then the append is refused.
     private func withLock<T>(_ operation: Int32, _ body: () throws -> T) throws -> T {
         threadLock.lock()
         defer { threadLock.unlock() }
-        while flock(descriptor, operation) != 0 {
-            guard errno == EINTR else { throw Self.failure(path, "cannot be locked (\(String(cString: strerror(errno))))") }
+        let deadline = ContinuousClock.now + lockTimeout
+        var pause: UInt32 = 50
+        while flock(descriptor, operation | LOCK_NB) != 0 {
+            switch errno {
+            case EINTR:
+                continue
+            case EWOULDBLOCK where ContinuousClock.now < deadline:
+                usleep(pause)
+                pause = min(pause * 2, 10_000)
+            case EWOULDBLOCK:
+                throw Self.failure(path, "is held by another process for over \(lockTimeout)")
+            default:
+                throw Self.failure(path, "cannot be locked (\(String(cString: strerror(errno))))")
+            }
         }
         defer { _ = flock(descriptor, LOCK_UN) }
         return try body()

@@ -143,7 +143,15 @@ public final class AuditLog: Sendable {
                 for position in positions { results[position] = .failure(AuditErrors.closed()) }
             } else {
                 writeLock.lock()
-                let written = writeQueued(then: items)
+                // Checked again under the lock: shutdown takes it for the final checkpoint, and
+                // nothing may be recorded after that.
+                let written: Written
+                if state.withLock({ $0.closed }) {
+                    written = Written(own: Array(repeating: .failure(AuditErrors.closed()), count: items.count), waiters: [])
+                    countFailures(items.count)
+                } else {
+                    written = writeQueued(then: items)
+                }
                 writeLock.unlock()
                 written.finish()
                 for (position, result) in zip(positions, written.own) { results[position] = result }

@@ -99,7 +99,8 @@ public final class SQLiteAuditStore: AuditStore {
         } catch {
             throw AuditErrors.unavailable(options.path, Self.reason(error))
         }
-        journal = try AuditJournal(path: options.path + ".journal", syncEachAppend: options.durability == .fsync)
+        journal = try AuditJournal(
+            path: options.path + ".journal", syncEachAppend: options.durability == .fsync, lockTimeout: options.busyTimeout)
         // A new journal continues the trail the table holds.
         let pool = self.pool
         try journal.prepare {
@@ -149,13 +150,19 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
-    /// Indexes on the indexer's queue, not on the caller's (cooperative) thread. Best effort: a
-    /// reader that cannot write (a read-only copy) still reads what is indexed.
-    private func indexBeforeReading() async {
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+    /// Indexes on the indexer's queue, not on the caller's (cooperative) thread, and returns what
+    /// stopped it, if anything. Listing reads what is indexed regardless (a read-only copy cannot
+    /// index); `verify` reports it, since recorded events may be missing from what it checks.
+    @discardableResult
+    private func indexBeforeReading() async -> (any Error)? {
+        await withCheckedContinuation { (done: CheckedContinuation<(any Error)?, Never>) in
             indexQueue.async {
-                try? self.indexNow()
-                done.resume()
+                do {
+                    try self.indexNow()
+                    done.resume(returning: nil)
+                } catch {
+                    done.resume(returning: error)
+                }
             }
         }
     }
@@ -196,13 +203,24 @@ public final class SQLiteAuditStore: AuditStore {
         try indexToEnd()
         if empty || position > Self.emptyJournalAbove {
             // What came in since the last read is indexed under the journal's lock, then it is
-            // emptied. That insert does not wait for another process holding the table (it would
-            // keep every appender waiting): then the journal is emptied on a later pass.
-            try journal.exclusively { locked in
-                let rest = try locked.read(from: position, generation: generation)
-                guard (try? insert(rest.entries, waitForLock: false)) != nil else { return }
-                generation = try locked.empty()
-                position = AuditJournal.headerSize
+            // emptied. The writer connection is taken first (the lock order everywhere is writer,
+            // then journal), and the insert does not wait for another process holding the table:
+            // appenders are never kept waiting on SQLite; the journal is emptied on a later pass.
+            do {
+                try pool.writeWithoutTransaction { db in
+                    try journal.exclusively { locked in
+                        let rest = try locked.read(from: position, generation: generation)
+                        try db.execute(sql: "PRAGMA busy_timeout = 0")
+                        defer { try? db.execute(sql: "PRAGMA busy_timeout = \(busyTimeoutMillis)") }
+                        guard (try? Self.insert(rest.entries, into: db, path: path)) != nil else { return }
+                        generation = try locked.empty()
+                        position = AuditJournal.headerSize
+                    }
+                }
+            } catch let error as GatehouseError {
+                throw error
+            } catch {
+                throw AuditErrors.unavailable(path, Self.reason(error))
             }
         }
         indexing.withLock { state in
@@ -213,43 +231,45 @@ public final class SQLiteAuditStore: AuditStore {
         }
     }
 
-    /// Inserts the entries the table does not hold yet. Another process's indexer may have copied
-    /// some already: those must be the same events, and the first new one must continue the
-    /// table's chain; anything else (a fork) stops indexing, so appends are soon refused, rather
-    /// than dropping an acknowledged event.
-    private func insert(_ entries: [AuditJournal.Entry], waitForLock: Bool = true) throws {
+    private func insert(_ entries: [AuditJournal.Entry]) throws {
         guard !entries.isEmpty else { return }
         do {
-            try pool.writeWithoutTransaction { db in
-                if !waitForLock { try db.execute(sql: "PRAGMA busy_timeout = 0") }
-                defer { if !waitForLock { try? db.execute(sql: "PRAGMA busy_timeout = \(busyTimeoutMillis)") } }
-                try Self.immediateTransaction(db) {
-                    var tail = try Self.tail(db) ?? (0, AuditEvent.genesisHash)
-                    let insert = try db.cachedStatement(sql: """
-                        INSERT INTO events (seq, time_ms, subject, agent, session, connection, kind, body, prev_hash, hash)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """)
-                    for entry in entries {
-                        if entry.seq <= tail.seq {
-                            let stored = try String.fetchOne(
-                                db.cachedStatement(sql: "SELECT hash FROM events WHERE seq = ?"), arguments: [entry.seq])
-                            guard stored == entry.hash else {
-                                throw AuditErrors.unavailable(path, "its journal's event \(entry.seq) differs from the trail's")
-                            }
-                            continue
-                        }
-                        guard entry.seq == tail.seq + 1, entry.prevHash == tail.hash else {
-                            throw AuditErrors.unavailable(path, "its journal does not continue the trail at event \(entry.seq)")
-                        }
-                        try Self.insertRow(entry, with: insert, in: db)
-                        tail = (entry.seq, entry.hash)
-                    }
-                }
-            }
+            try pool.writeWithoutTransaction { db in try Self.insert(entries, into: db, path: path) }
         } catch let error as GatehouseError {
             throw error
         } catch {
             throw AuditErrors.unavailable(path, Self.reason(error))
+        }
+    }
+
+    /// Inserts the entries the table does not hold yet. Another process's indexer may have copied
+    /// some already: those must be the same events, and a new one right after the table's tail
+    /// must continue its chain; anything else (a fork) stops indexing, so appends are soon
+    /// refused, rather than dropping an acknowledged event. A gap (events lost with the page cache
+    /// in a power loss under `durability: normal`) is inserted as it is, and `verify` names it.
+    private static func insert(_ entries: [AuditJournal.Entry], into db: Database, path: String) throws {
+        guard !entries.isEmpty else { return }
+        try immediateTransaction(db) {
+            var tail = try Self.tail(db) ?? (0, AuditEvent.genesisHash)
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO events (seq, time_ms, subject, agent, session, connection, kind, body, prev_hash, hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for entry in entries {
+                if entry.seq <= tail.seq {
+                    let stored = try String.fetchOne(
+                        db.cachedStatement(sql: "SELECT hash FROM events WHERE seq = ?"), arguments: [entry.seq])
+                    guard stored == entry.hash else {
+                        throw AuditErrors.unavailable(path, "its journal's event \(entry.seq) differs from the trail's")
+                    }
+                    continue
+                }
+                guard entry.seq > tail.seq + 1 || entry.prevHash == tail.hash else {
+                    throw AuditErrors.unavailable(path, "its journal does not continue the trail at event \(entry.seq)")
+                }
+                try insertRow(entry, with: insert, in: db)
+                tail = (entry.seq, entry.hash)
+            }
         }
     }
 
@@ -386,7 +406,9 @@ public final class SQLiteAuditStore: AuditStore {
 
     public func verify(verifier: AuditSignatureVerifier) async throws -> AuditVerification {
         try checkOpen()
-        await indexBeforeReading()
+        if let failure = await indexBeforeReading() {
+            throw AuditErrors.unreadable(path, "events recorded in its journal cannot be indexed: \(Self.reason(failure))")
+        }
         // Read before the snapshot opens: the head is written after its checkpoint commits, so the
         // snapshot holds at least the checkpoint the head names.
         let head = try readHead()

@@ -4,6 +4,10 @@ import GatehouseCore
 import GRDB
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What only the SQLite store has: the file, its pragmas, its schema table and the head file.
 @Suite("SQLite audit store")
 struct SQLiteAuditStoreTests {
@@ -195,6 +199,79 @@ struct SQLiteAuditStoreTests {
         let queue = try DatabaseQueue(path: harness.path)
         #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT max(version) FROM schema_version") } == 2)
         try queue.close()
+    }
+
+    /// Another process holding the journal (a stopped CLI) is waited for up to the busy timeout,
+    /// then the append is refused instead of blocking an event loop for good.
+    @Test func aJournalHeldByAnotherProcessIsWaitedForThenRefused() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let store = try SQLiteAuditStore(options: harness.options(busyTimeout: .milliseconds(200)))
+        _ = try store.append([Fixture.record(1)])
+        let holder = open(harness.path + ".journal", O_RDWR)
+        #expect(flock(holder, LOCK_EX) == 0)
+        let started = ContinuousClock.now
+        let error = #expect(throws: GatehouseError.self) { _ = try store.append([Fixture.record(2)]) }
+        #expect(error?.message.contains("held by another process") == true)
+        #expect(ContinuousClock.now - started >= .milliseconds(200))
+        flock(holder, LOCK_UN)
+        close(holder)
+        // The indexer was kept out too; once it has caught up, appends go on.
+        try store.indexNow()
+        #expect(try store.append([Fixture.record(3)]).first?.seq == 2)
+        try await store.close()
+    }
+
+    /// A journal that lost its newest records (power loss under `durability: normal`) while the
+    /// table kept them is moved up to the table's tail at open, so sequence numbers are not reused.
+    @Test func aJournalBehindTheTableIsMovedUpAtOpen() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let store = try SQLiteAuditStore(options: harness.options())
+        let first = try store.append([Fixture.record(1)])
+        let journalPath = harness.path + ".journal"
+        let stale = try Data(contentsOf: URL(fileURLWithPath: journalPath))  // header at event 0
+        let later = try store.append([Fixture.record(2), Fixture.record(3)])
+        try await store.close()
+        try Data(stale.prefix(Int(AuditJournal.headerSize))).write(to: URL(fileURLWithPath: journalPath))
+        let reopened = try SQLiteAuditStore(options: harness.options())
+        let next = try reopened.append([Fixture.record(4)])
+        #expect(next.first?.seq == 4)
+        #expect(next.first?.prevHash == later.last?.hash)
+        #expect(first.first?.seq == 1)
+        try await reopened.close()
+        #expect(try await Fixture.verify(harness, with: signer.verifier).isIntact)
+    }
+
+    /// Events lost from the table (power loss under `durability: normal`) while the journal's
+    /// header went past them leave a gap: indexing goes on, and verify names the missing events.
+    @Test func aGapBehindTheJournalIsIndexedAndReported() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let store = try SQLiteAuditStore(options: harness.options())
+        _ = try store.append([Fixture.record(1), Fixture.record(2), Fixture.record(3)])
+        try store.indexNow(empty: true)
+        try await harness.tamper("DELETE FROM events WHERE seq = 3")
+        #expect(try store.append([Fixture.record(4)]).first?.seq == 4)
+        try store.indexNow()
+        try await store.close()
+        let result = try await Fixture.verify(harness, with: signer.verifier)
+        #expect(result.problem?.kind == .removed)
+        #expect(result.problem?.seq == 3)
+    }
+
+    @Test func verifyReportsEventsThatCannotBeIndexed() async throws {
+        let harness = try SQLiteHarness()
+        defer { harness.remove() }
+        let store = try SQLiteAuditStore(options: harness.options())
+        _ = try store.append([Fixture.record(1), Fixture.record(2)])
+        let journalPath = harness.path + ".journal"
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: journalPath)))
+        bytes[Int(AuditJournal.headerSize) + 2] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: journalPath))
+        let error = await #expect(throws: GatehouseError.self) { _ = try await store.verify(verifier: signer.verifier) }
+        #expect(error?.message.contains("cannot be indexed") == true)
+        try? await store.close()
     }
 
     @Test func somethingElseInTheJournalsPlaceIsRefused() async throws {
