@@ -11,8 +11,8 @@ import Darwin
 
 /// The append-only file in front of the SQLite trail (`<store>.journal`).
 ///
-/// An append chains its events to the journal's last record (or, when the journal is empty, to the
-/// indexed trail's tail) and writes them with one `pwrite`: that is the moment an event is recorded.
+/// An append chains its events to the journal's last record (or, when it holds none, to the tail
+/// its header names) and writes them with one `pwrite`: that is the moment an event is recorded.
 /// What survives a SIGKILL is the same as for a SQLite commit in WAL mode without fsync (the page
 /// cache), at a few system calls instead of a B-tree transaction. `SQLiteAuditStore` copies the
 /// records into its tables behind the appends and empties the journal once they are all there.
@@ -23,11 +23,11 @@ import Darwin
 /// which nobody was ever told was recorded.
 ///
 /// Layout: a 96-byte header (`GHJ1`, 4 zero bytes, a random generation that changes whenever the
-/// journal is emptied, and the seq and hash of the trail's tail when it was emptied, which the
-/// first append after it chains to), then records. A record is `GHR1`, the payload length, the payload (seq,
-/// time, subject, agent, session, connection, kind, previous hash, hash, body) and an 80-byte
-/// trailer (payload length, seq, hash, `GHRE`), so the tail is found by reading the file's last 80
-/// bytes. Integers are big-endian; strings are length-prefixed, -1 for none.
+/// journal is emptied, and the seq and hash of the trail's tail when it was created or emptied,
+/// which the first append after it chains to), then records. A record is `GHR1`, the payload
+/// length, the payload (seq, time, subject, agent, session, connection, kind, previous hash, hash,
+/// body) and an 80-byte trailer (payload length, seq, hash, `GHRE`), so the tail is found from the
+/// file's last 80 bytes. Integers are big-endian; strings are length-prefixed, -1 for none.
 final class AuditJournal: @unchecked Sendable {
     struct Entry: Equatable {
         var seq: Int64
@@ -156,7 +156,6 @@ final class AuditJournal: @unchecked Sendable {
                 events.append(AuditEvent(seq: seq, prevHash: previousHash, hash: hash, record: record))
                 previousHash = hash
             }
-            guard bytes.count <= Int(Int32.max) else { throw AuditErrors.recordTooLarge(bytes: bytes.count) }
             lastWritten = nil
             try write(bytes, at: size)
             if let last = events.last {

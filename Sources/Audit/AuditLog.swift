@@ -138,24 +138,19 @@ public final class AuditLog: Sendable {
             }
         }
         if !items.isEmpty {
+            writeLock.lock()
+            // Checked under the lock: shutdown takes it for the final checkpoint, and nothing may
+            // be recorded after that.
+            let written: Written
             if state.withLock({ $0.closed }) {
+                written = Written(own: Array(repeating: .failure(AuditErrors.closed()), count: items.count), waiters: [])
                 countFailures(items.count)
-                for position in positions { results[position] = .failure(AuditErrors.closed()) }
             } else {
-                writeLock.lock()
-                // Checked again under the lock: shutdown takes it for the final checkpoint, and
-                // nothing may be recorded after that.
-                let written: Written
-                if state.withLock({ $0.closed }) {
-                    written = Written(own: Array(repeating: .failure(AuditErrors.closed()), count: items.count), waiters: [])
-                    countFailures(items.count)
-                } else {
-                    written = writeQueued(then: items)
-                }
-                writeLock.unlock()
-                written.finish()
-                for (position, result) in zip(positions, written.own) { results[position] = result }
+                written = writeQueued(then: items)
             }
+            writeLock.unlock()
+            written.finish()
+            for (position, result) in zip(positions, written.own) { results[position] = result }
         }
         return results.map { $0 ?? .failure(AuditErrors.internalMismatch()) }
     }

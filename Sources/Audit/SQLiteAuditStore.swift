@@ -44,9 +44,9 @@ public final class SQLiteAuditStore: AuditStore {
     private let pool: DatabasePool
     private let closed = LockedFlag()
     private let journal: AuditJournal
-    /// How long an event may wait to be indexed before appends are refused.
-    private let maximumIndexLag: Duration
-    private let busyTimeoutMillis: Int64
+    /// How long a write waits for another process; also how long an event may wait to be indexed
+    /// before appends are refused.
+    private let busyTimeout: Duration
     private let indexing = Locked(IndexState())
     /// One indexing pass at a time in this process (the scheduled one, a checkpoint's, a reader's).
     private let indexLock = NSLock()
@@ -76,9 +76,7 @@ public final class SQLiteAuditStore: AuditStore {
         self.headPath = options.path + ".head"
         self.node = options.node
         self.durability = options.durability
-        self.maximumIndexLag = options.busyTimeout
-        let busy = options.busyTimeout.components
-        self.busyTimeoutMillis = max(0, busy.seconds * 1000 + busy.attoseconds / 1_000_000_000_000_000)
+        self.busyTimeout = options.busyTimeout
 
         try Self.prepareFile(options.path)
         var configuration = Configuration()
@@ -135,8 +133,8 @@ public final class SQLiteAuditStore: AuditStore {
     /// Why appends are refused, if events have waited too long to be indexed.
     private func indexingStalled() -> String? {
         indexing.withLock { state in
-            guard let since = state.waitingSince, ContinuousClock.now - since > maximumIndexLag else { return nil }
-            return "its events have waited over \(maximumIndexLag) to be indexed (\(state.lastFailure ?? "the index is behind"))"
+            guard let since = state.waitingSince, ContinuousClock.now - since > busyTimeout else { return nil }
+            return "its events have waited over \(busyTimeout) to be indexed (\(state.lastFailure ?? "the index is behind"))"
         }
     }
 
@@ -211,7 +209,7 @@ public final class SQLiteAuditStore: AuditStore {
                     try journal.exclusively { locked in
                         let rest = try locked.read(from: position, generation: generation)
                         try db.execute(sql: "PRAGMA busy_timeout = 0")
-                        defer { try? db.execute(sql: "PRAGMA busy_timeout = \(busyTimeoutMillis)") }
+                        defer { try? db.execute(sql: "PRAGMA busy_timeout = \(Int64(busyTimeout / .milliseconds(1)))") }
                         guard (try? Self.insert(rest.entries, into: db, path: path)) != nil else { return }
                         generation = try locked.empty()
                         position = AuditJournal.headerSize
@@ -696,6 +694,14 @@ public final class SQLiteAuditStore: AuditStore {
     }
 
     // MARK: Test support
+
+    /// The writer connection's busy timeout in milliseconds (emptying the journal lowers it to 0
+    /// for one transaction).
+    func busyTimeoutSetting() async throws -> Int {
+        try await pool.writeWithoutTransaction { db in
+            try Int.fetchOne(db, sql: "PRAGMA busy_timeout") ?? -1
+        }
+    }
 
     /// The `synchronous` setting of the writer connection (1 = NORMAL, 2 = FULL).
     func synchronousSetting() async throws -> Int {

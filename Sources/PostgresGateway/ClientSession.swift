@@ -592,7 +592,7 @@ final class ClientSession: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: - Relaying
 
-    /// Client → server. Statements are recorded (and committed) before they are forwarded.
+    /// Client → server. Statements are recorded in the audit trail before they are forwarded.
     private func relay(_ frame: PostgresFrame) {
         guard let upstream else { return }
         switch frame.type {
